@@ -172,3 +172,30 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+
+
+def make_manifest(
+    *,
+    class_names: list[str],
+    image_shape: tuple[int, int, int],
+    epochs: int,
+    seed: int,
+    shards: list[ShardEntry],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The manifest as a JSON-ready dict: the fields readers rely on plus builder ``extra``
+    (config, policy, input fingerprint, split and scan summaries). Nothing in it may depend on
+    time, worker count or output path, so equal builds give byte-equal manifests."""
+    core = {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "class_names": list(class_names),
+        "image_shape": [int(v) for v in image_shape],
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "shards": [s.to_dict() for s in shards],
+    }
+    clash = set(core) & set(extra)
+    if clash:
+        raise ValueError(f"extra manifest keys clash with core keys: {sorted(clash)}")
+    return {**core, **extra}
