@@ -1,0 +1,30 @@
+# frozenaug on the official TensorFlow GPU image. Build shards once, train many times:
+#   docker build -t frozenaug .
+#   see README.md, "Docker on GPU servers", for the docker run lines.
+# The tag must match the TensorFlow pinned in setup.cfg (tests/test_docker.py checks it).
+FROM tensorflow/tensorflow:2.21.0-gpu
+
+ENV NO_ALBUMENTATIONS_UPDATE=1 \
+    HDF5_USE_FILE_LOCKING=FALSE \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/frozenaug
+COPY setup.cfg pyproject.toml README.md ./
+COPY builder ./builder
+COPY trainer ./trainer
+COPY policies ./policies
+# Not editable, and without the [cpu]/[gpu] extras: the image's own TensorFlow is used.
+# DL3013: this installs the local package, whose dependency ranges live in setup.cfg.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[dask]"
+
+RUN useradd --create-home --uid 1000 frozenaug \
+    && mkdir -p /data /shards /runs \
+    && chown frozenaug:frozenaug /data /shards /runs
+USER 1000:1000
+WORKDIR /home/frozenaug
+VOLUME ["/data", "/shards", "/runs"]
+CMD ["frozenaug-build", "--help"]

@@ -1,0 +1,42 @@
+# The two commands the README starts with: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out/demo
+SAMPLE ?= data/sample.npz
+STAMP  := $(VENV)/.installed
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cpu,dev,dask]'
+	touch $@
+
+# The main job on the shipped sample: scan -> build shards -> train a small CNN -> evaluate.
+demo: $(STAMP)
+	$(BIN)/frozenaug-build scan $(SAMPLE) --out $(OUT)/scan
+	$(BIN)/frozenaug-build build $(SAMPLE) --out $(OUT)/shards --epochs 3 --policy heavy --seed 0
+	$(BIN)/frozenaug-build preview $(OUT)/shards --out $(OUT)/shards/preview.png
+	$(BIN)/frozenaug-train fit $(OUT)/shards --model simple_cnn --weights none \
+		--epochs-coarse 4 --epochs-fine 2 --out $(OUT)/run
+	$(BIN)/frozenaug-train evaluate $(OUT)/run $(OUT)/shards --distort --out $(OUT)/eval
+	@echo
+	@echo "Done. Removed outliers: $(OUT)/scan/scan.png; augmentation samples: $(OUT)/shards/preview.png;"
+	@echo "training curves: $(OUT)/run/curves.png; metrics: $(OUT)/eval/metrics.json and $(OUT)/eval/confusion.png"
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache
