@@ -1,0 +1,130 @@
+"""fit end to end on a tiny build: files, phases, resume after an interruption, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import pytest
+from build_factory import make_build
+
+from builder.errors import InputError
+from trainer.config import FitConfig, read_config_file, resolve_config
+from trainer.fit import class_weights, fit
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Raise after an epoch's checkpoint is written: a kill between two epochs."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupt(f"killed after epoch {epoch}")
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    return make_build(tmp_path_factory.mktemp("b"), n_per_class=6, num_classes=3, size=32)
+
+
+def _cfg(build, **kw) -> FitConfig:
+    base = dict(build_dir=str(build), model="simple_cnn", weights="none", epochs_coarse=2,
+                epochs_fine=1, batch_size=8, head_units=[16], patience=5)
+    return FitConfig(**{**base, **kw})
+
+
+def _history(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_writes_run_and_resume_matches_uninterrupted(build, tmp_path):
+    cfg = _cfg(build)
+    full = fit(cfg, tmp_path / "full", verbose=0, eager=True)
+    run = tmp_path / "full"
+    for name in ("model.keras", "history.csv", "curves.png", "config.json", "run.json",
+                 "state.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    rows = _history(run)
+    assert [r["phase"] for r in rows] == ["coarse", "coarse", "fine"]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.fine_lr, rel=1e-3)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert json.loads((run / "state.json").read_text())["phase"] == "done"
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    assert model.output_shape == (None, 3)
+
+    # Interrupted after the second coarse epoch (before the phase change), then resumed.
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupt):
+        fit(cfg, cut, verbose=0, eager=True, extra_callbacks=[StopAfter(1)])
+    state = json.loads((cut / "state.json").read_text())
+    assert (state["phase"], state["epoch"]) == ("coarse", 1)
+    assert (cut / state["checkpoint"]).is_file()
+    with pytest.raises(InputError, match="--resume"):
+        fit(cfg, cut, verbose=0, eager=True)
+    resumed = fit(cfg, cut, resume=True, verbose=0, eager=True)
+    assert resumed["epochs"] == full["epochs"] == 3
+    assert [(r["epoch"], r["phase"]) for r in _history(cut)] == [
+        (r["epoch"], r["phase"]) for r in rows
+    ]
+
+
+def test_resume_inside_fine_phase_restores_optimizer(build, tmp_path):
+    cfg = _cfg(build, epochs_coarse=1, epochs_fine=2)
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        fit(cfg, run, verbose=0, eager=True, extra_callbacks=[StopAfter(1)])
+    state = json.loads((run / "state.json").read_text())
+    assert (state["phase"], state["epoch"], state["fine_start"]) == ("fine", 1, 1)
+    ck = keras.saving.load_model(run / state["checkpoint"])
+    assert int(ck.optimizer.iterations.numpy()) == 3  # 18 samples / 8 = 3 steps, fine phase
+    fit(cfg, run, resume=True, verbose=0, eager=True)
+    assert [r["phase"] for r in _history(run)] == ["coarse", "fine", "fine"]
+
+
+def test_existing_run_of_other_config_is_refused(build, tmp_path):
+    run = tmp_path / "run"
+    fit(_cfg(build, epochs_coarse=1, epochs_fine=0), run, verbose=0, eager=True)
+    with pytest.raises(InputError, match="differs in epochs_fine"):
+        fit(_cfg(build, epochs_coarse=1, epochs_fine=1), run, resume=True, verbose=0)
+    out = fit(_cfg(build, epochs_coarse=1, epochs_fine=1), run, overwrite=True, verbose=0,
+              eager=True)
+    assert out["epochs"] == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        fit(_cfg(build), tmp_path / "other", verbose=0)
+
+
+def test_class_weights_balance_the_counts():
+    w = class_weights([10, 30, 0])
+    assert w[0] == pytest.approx(40 / 30) and w[1] == pytest.approx(40 / 90) and w[2] == 1.0
+
+
+def test_config_layers_and_rejections(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs-fine: 4\nlr: 0.01\nhead_units: [8, 4]\n")
+    cfg = resolve_config({"lr": 0.5, "model": None}, str(f))
+    assert (cfg.epochs_fine, cfg.lr, cfg.head_units, cfg.model) == (4, 0.5, [8, 4],
+                                                                   "convnext_tiny")
+    (tmp_path / "bad.json").write_text('{"epochs_fien": 3}')
+    with pytest.raises(InputError, match="unknown key.*epochs_fien"):
+        resolve_config({}, str(tmp_path / "bad.json"))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(InputError, match="broken.json"):
+        read_config_file(tmp_path / "broken.json")
+    for flags, key in (({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"),
+                       ({"epochs_coarse": -1}, "epochs_coarse"), ({"dropout": 1.5}, "dropout"),
+                       ({"xla": "maybe"}, "xla")):
+        with pytest.raises(InputError, match=key):
+            resolve_config(flags)

@@ -1,0 +1,63 @@
+"""predict: CSV of id, class and per-class probabilities from a build split or an npz."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from build_factory import make_build
+
+from builder.errors import InputError
+from trainer.config import FitConfig
+from trainer.fit import fit
+from trainer.predict import predict, write_predictions
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pr")
+    build = make_build(root / "b", n_per_class=4, num_classes=3, size=32)
+    cfg = FitConfig(build_dir=str(build), model="simple_cnn", weights="none", epochs_coarse=1,
+                    epochs_fine=0, batch_size=8, head_units=[8])
+    fit(cfg, root / "run", verbose=0, eager=True)
+    return root / "run"
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_build_split_and_npz(run, tmp_path):
+    n = predict(run, str(run.parent / "b"), tmp_path / "p.csv", split="test", batch_size=4)
+    rows = _rows(tmp_path / "p.csv")
+    assert n == len(rows) == 6
+    assert list(rows[0]) == ["id", "class", "class0", "class1", "class2"]
+    assert all(r["id"].startswith("test/") for r in rows) and len({r["id"] for r in rows}) == 6
+    for r in rows:
+        p = np.array([float(r[c]) for c in ("class0", "class1", "class2")])
+        assert p.sum() == pytest.approx(1, abs=1e-4)
+        assert r["class"] == f"class{int(p.argmax())}"
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", images=images, labels=np.array([0, 1, 2, 0, 1]))
+    assert predict(run, str(tmp_path / "x.npz"), tmp_path / "q.csv") == 5
+    assert [r["id"] for r in _rows(tmp_path / "q.csv")] == ["0", "1", "2", "3", "4"]
+
+
+def test_predict_errors(run, tmp_path):
+    with pytest.raises(InputError, match="batch-size"):
+        predict(run, str(run.parent / "b"), tmp_path / "p.csv", batch_size=0)
+    with pytest.raises(InputError, match="model.keras"):
+        predict(tmp_path, str(run.parent / "b"), tmp_path / "p.csv")
+    with pytest.raises(InputError, match="no such file"):
+        predict(run, str(tmp_path / "missing.npz"), tmp_path / "p.csv")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_write_predictions_is_plain_csv(tmp_path):
+    write_predictions(tmp_path / "w.csv", ["a/1.png", "b,2.png"],
+                      np.array([[0.25, 0.75], [0.9, 0.1]]), ["neg", "pos"])
+    rows = _rows(tmp_path / "w.csv")
+    assert rows[1] == {"id": "b,2.png", "class": "neg", "neg": "0.900000", "pos": "0.100000"}

@@ -1,0 +1,99 @@
+"""``frozenaug-train``: fit, evaluate and predict.
+
+Each subcommand's work lives in the module of its stage; this file only parses arguments and
+turns ``InputError`` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from builder.errors import EXIT_INPUT_ERROR, InputError
+
+PROG = "frozenaug-train"
+
+# subcommand -> "module:function"; each function takes the parsed Namespace and returns an int.
+COMMANDS = {
+    "fit": "trainer.fit:cmd_fit",
+    "evaluate": "trainer.evaluate:cmd_evaluate",
+    "predict": "trainer.predict:cmd_predict",
+}
+MODEL_NAMES = ("simple_cnn", "efficientnetv2b0", "efficientnetv2b3", "convnext_tiny",
+               "convnext_small", "convnext_base")  # trainer.models checks; here for --help only
+
+
+def _batch_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (fit: per replica; default 64)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train a coarse phase, then fine-tune; resumable")
+    p.add_argument("dir", help="build directory (frozenaug-build output)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--model", default=None, help=f"one of {', '.join(MODEL_NAMES)}")
+    p.add_argument("--weights", default=None,
+                   help="imagenet (default), none, or a .weights.h5/.keras file")
+    p.add_argument("--epochs-coarse", type=int, default=None, help="epochs, backbone frozen")
+    p.add_argument("--epochs-fine", type=int, default=None, help="epochs of fine-tuning")
+    _batch_size(p)
+    p.add_argument("--lr", type=float, default=None, help="coarse-phase learning rate")
+    p.add_argument("--fine-lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--unfreeze", type=int, default=None,
+                   help="top backbone layers trained while fine-tuning (BatchNorm stays frozen)")
+    p.add_argument("--patience", type=int, default=None, help="EarlyStopping patience")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--strategy", choices=["default", "mirrored"], default=None,
+                   help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None,
+                   help="mixed_float16 (auto: when a GPU is present)")
+    p.add_argument("--xla", choices=["auto", "on", "off"], default=None,
+                   help="jit_compile (auto: when a GPU is present)")
+    p.add_argument("--config", default=None, help="a fit config file (JSON or YAML)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+    p = sub.add_parser("evaluate", help="accuracy, macro F1, confusion matrix; --distort")
+    p.add_argument("run", help="run directory (fit output)")
+    p.add_argument("input", nargs="?", default=None,
+                   help="build directory, .npz or class folder (default: the run's build)")
+    p.add_argument("--out", required=True, help="folder for metrics.json and confusion.png")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="split of a build directory (default test)")
+    p.add_argument("--distort", action="store_true",
+                   help="add a robustness table under strong distortions")
+    p.add_argument("--severities", type=int, default=3, help="distortion severities 1..N (<=5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the distortions")
+    _batch_size(p)
+
+    p = sub.add_parser("predict", help="class and per-class probabilities as CSV")
+    p.add_argument("run", help="run directory (fit output)")
+    p.add_argument("input", help="build directory, .npz, or a folder of images")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="split of a build directory (default test)")
+    _batch_size(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = COMMANDS[args.command].split(":")
+    try:
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+    except InputError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command with --resume to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

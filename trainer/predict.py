@@ -1,0 +1,50 @@
+"""``frozenaug-train predict``: one CSV row per image: id, predicted class, class probabilities.
+
+Inputs are read as evaluate reads them (trainer.evaluate.load_inputs): a build directory's
+split (ids ``<split>/<source index>``), an .npz, or a class folder (ids: relative paths).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from builder.atomic import atomic_path
+from builder.errors import InputError
+from trainer.evaluate import load_inputs, load_run, predict_proba
+
+
+def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,
+                      class_names: list[str]) -> None:
+    """Columns ``id, class, <one per class name>``; written atomically."""
+    if len(ids) != len(proba):
+        raise ValueError("ids and probabilities differ in length")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "class", *class_names])
+        for i, p in zip(ids, proba, strict=True):
+            w.writerow([i, class_names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
+
+
+def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,
+            split: str = "test", batch_size: int = 64) -> int:
+    """Predict every image of ``input_path``; return how many rows were written."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
+    if Path(out).is_dir():
+        raise InputError(f"{out}: is a folder; --out names the CSV file to write")
+    run = load_run(run_dir)
+    inputs = load_inputs(run, input_path, split)
+    proba = predict_proba(run.model, inputs.images, batch_size)
+    write_predictions(out, inputs.ids, proba, run.class_names)
+    return len(inputs.ids)
+
+
+def cmd_predict(args) -> int:
+    n = predict(args.run, args.input, args.out, split=args.split,
+                batch_size=64 if args.batch_size is None else args.batch_size)
+    print(f"{args.out}: {n} predictions")
+    return 0
