@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out/demo
-SAMPLE ?= data/sample.npz
+SAMPLE ?= data/sample
 STAMP  := $(VENV)/.installed
 
 export NO_ALBUMENTATIONS_UPDATE := 1

@@ -1,0 +1,213 @@
+"""``scan`` and ``clean``: find what to remove, remove it, split the rest; write the evidence.
+
+Files written to the output folder, each atomically (see docs/SCAN.md for the schemas):
+
+* ``scan.json``   every removed row with its reason and cluster, counts, the clusters;
+* ``scan.png``    a contact sheet of the removed clusters and the label conflicts;
+* ``split.json``  seed, fractions and the input rows of each split with class counts;
+* ``cleaned.npz`` (``clean`` only) the kept images, labels, source_index and class_names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from builder.atomic import atomic_path, write_json
+from builder.errors import InputError
+from builder.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
+from builder.report import write_contact_sheet
+from builder.scan import DEFAULT_OUTLIER_MIN, DEFAULT_THRESHOLD, ScanResult, scan_dataset
+from builder.split import DEFAULT_FRACTIONS, SPLIT_NAMES, check_fractions, parse_fractions
+from builder.split import split_indices as _split_indices
+
+
+@dataclass
+class CleanResult:
+    splits: dict[str, np.ndarray]  # split name -> sorted INPUT row indices
+    scan: ScanResult | None
+
+
+def scan_report(ds: Dataset, result: ScanResult) -> dict[str, Any]:
+    """The content of scan.json."""
+    cluster_of = {int(result.groups[c["representative"]]): c["cluster"] for c in result.clusters}
+    removed = [
+        {"index": i, "id": ds.ids[i], "reason": reason,
+         "cluster": cluster_of[int(result.groups[i])]}
+        for i, reason in result.removed
+    ]
+    summary = result.summary()
+    summary["removed_count"] = summary.pop("removed")
+    return {
+        **summary,
+        "source": ds.source,
+        "class_names": list(ds.class_names),
+        "hash": "phash-dct-64",
+        "skipped_files": list(ds.skipped),
+        "removed": removed,
+        "clusters": result.clusters,
+    }
+
+
+def write_scan(out_dir: Path, ds: Dataset, result: ScanResult) -> None:
+    write_json(out_dir / "scan.json", scan_report(ds, result))
+    write_contact_sheet(out_dir / "scan.png", ds.images, ds.labels, ds.class_names,
+                        result.clusters)
+
+
+def _split_report(ds: Dataset, splits: dict[str, np.ndarray], fractions: Sequence[float],
+                  seed: int, medmnist_split: bool) -> dict[str, Any]:
+    c = len(ds.class_names)
+    return {
+        "source": ds.source,
+        "input_fingerprint": fingerprint(ds),
+        "class_names": list(ds.class_names),
+        "seed": int(seed),
+        "fractions": None if medmnist_split else [float(f) for f in fractions],
+        "medmnist_split": bool(medmnist_split),
+        "splits": {
+            name: {
+                "count": int(len(rows)),
+                "class_counts": np.bincount(ds.labels[rows], minlength=c).tolist(),
+                "indices": rows.tolist(),
+            }
+            for name, rows in splits.items()
+        },
+    }
+
+
+def clean_dataset(
+    ds: Dataset,
+    out_dir: str | Path,
+    *,
+    threshold: int | None = DEFAULT_THRESHOLD,
+    outlier_min: int | None = DEFAULT_OUTLIER_MIN,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    jobs: int | None = None,
+    scan: bool = True,
+    medmnist_split: bool = False,
+) -> CleanResult:
+    """Scan (unless ``scan`` is False), drop flagged rows, split the rest; write the reports.
+
+    With ``medmnist_split`` the data set's official split is used, restricted to kept rows.
+
+    Raises:
+        InputError: bad fractions, seed or scan parameters, or ``medmnist_split`` on a data set
+            without an official split. Nothing is written then.
+    """
+    fractions = check_fractions(fractions)
+    if int(seed) < 0:
+        raise InputError(f"--seed {seed}: must be >= 0")
+    if medmnist_split and ds.official_split is None:
+        raise InputError(f"{ds.source}: --medmnist-split needs a MedMNIST npz with its split")
+    out_dir = Path(out_dir)
+    n = len(ds.labels)
+    result = None
+    if scan:
+        result = scan_dataset(ds, threshold=threshold, outlier_min=outlier_min, jobs=jobs)
+        keep, groups = result.keep, result.groups
+    else:
+        keep, groups = np.ones(n, bool), np.arange(n)
+    kept = np.flatnonzero(keep)
+    if medmnist_split:
+        official = np.asarray(ds.official_split)
+        splits = {s: kept[official[kept] == s] for s in SPLIT_NAMES}
+    else:
+        local = _split_indices(ds.labels[kept], groups[kept], fractions, seed)
+        splits = {s: kept[rows] for s, rows in local.items()}
+    if result is not None:
+        write_scan(out_dir, ds, result)
+    write_json(out_dir / "split.json",
+               _split_report(ds, splits, fractions, seed, medmnist_split))
+    return CleanResult(splits=splits, scan=result)
+
+
+def write_cleaned(path: Path, ds: Dataset, splits: dict[str, np.ndarray]) -> None:
+    """The kept rows in input order, loadable again as an AN2DL-style npz."""
+    rows = np.sort(np.concatenate([splits[s] for s in SPLIT_NAMES]))
+    split_of = np.empty(len(ds.labels), dtype="<U5")
+    for s in SPLIT_NAMES:
+        split_of[splits[s]] = s
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=ds.images[rows], labels=ds.labels[rows], source_index=rows,
+                 class_names=np.array(ds.class_names), split=split_of[rows])
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _arg(args: argparse.Namespace, name: str, default: Any = None) -> Any:
+    v = getattr(args, name, None)
+    return default if v is None else v
+
+
+def _flagged(flag: str, parse: Any, value: Any) -> Any:
+    """Run a parser and make its complaint name the flag."""
+    try:
+        return parse(value)
+    except InputError as e:
+        raise InputError(f"{flag}: {e}") from None
+
+
+def _load(args: argparse.Namespace) -> Dataset:
+    size = _flagged("--size", parse_size, _arg(args, "size"))
+    classes = _flagged("--classes", parse_classes, _arg(args, "classes"))
+    jobs = _arg(args, "jobs")
+    if jobs is not None and jobs < 1:
+        raise InputError(f"--jobs {jobs}: must be >= 1")
+    for flag, name, lo in (("--threshold", "threshold", 0), ("--outlier-min", "outlier_min", 2),
+                           ("--seed", "seed", 0)):
+        v = _arg(args, name)
+        if v is not None and v < lo:
+            raise InputError(f"{flag} {v}: must be >= {lo}")
+    if _arg(args, "threshold") is not None and args.threshold > 63:
+        raise InputError(f"--threshold {args.threshold}: must be <= 63 (64-bit hashes)")
+    return load_dataset(args.input, size=size, class_names=classes,
+                        strict=bool(_arg(args, "strict", False)),
+                        medmnist_split=bool(_arg(args, "medmnist_split", False)))
+
+
+def _print_scan(result: ScanResult) -> None:
+    s = result.summary()
+    parts = [f"{r} {s['removed_by_reason'][r]} ({s['clusters_by_reason'][r]} clusters)"
+             for r in s["removed_by_reason"]]
+    print(f"scan: {s['images']} images, threshold {s['threshold']}: removed {s['removed']} "
+          f"[{', '.join(parts)}], kept {s['kept']}")
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """``frozenaug-build scan INPUT --out DIR``: scan.json and scan.png, nothing removed."""
+    ds = _load(args)
+    result = scan_dataset(ds, threshold=_arg(args, "threshold"),
+                          outlier_min=_arg(args, "outlier_min"), jobs=_arg(args, "jobs"))
+    write_scan(Path(args.out), ds, result)
+    _print_scan(result)
+    print(f"wrote {Path(args.out) / 'scan.json'} and scan.png", file=sys.stderr)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """``frozenaug-build clean INPUT --out DIR``: scan, split, and write cleaned.npz."""
+    fractions = _flagged("--split", parse_fractions, _arg(args, "split"))
+    ds = _load(args)
+    medmnist = bool(_arg(args, "medmnist_split", False))
+    result = clean_dataset(
+        ds, args.out, threshold=_arg(args, "threshold"), outlier_min=_arg(args, "outlier_min"),
+        fractions=fractions, seed=_arg(args, "seed", 0), jobs=_arg(args, "jobs"),
+        medmnist_split=medmnist,
+    )
+    out = Path(args.out)
+    write_cleaned(out / "cleaned.npz", ds, result.splits)
+    if result.scan is not None:
+        _print_scan(result.scan)
+    sizes = ", ".join(f"{s} {len(result.splits[s])}" for s in SPLIT_NAMES)
+    print(f"split ({'official' if medmnist else 'seed ' + str(_arg(args, 'seed', 0))}): {sizes}")
+    print(f"wrote {out}/scan.json, scan.png, split.json, cleaned.npz", file=sys.stderr)
+    return 0

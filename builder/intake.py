@@ -1,0 +1,366 @@
+"""Read a labelled image data set into one in-memory ``Dataset``, checking it on the way in.
+
+Three layouts are detected from the path:
+
+* a folder with one sub-folder per class (png/jpg/jpeg/bmp/tif/tiff files directly inside);
+* an AN2DL-style ``.npz`` with ``images`` (N,H,W,3) uint8, or float in [0,1] or [0,255], and
+  ``labels`` (N,), (N,1) or one-hot (N,C); an optional ``class_names`` key names the classes;
+* a MedMNIST ``.npz`` (``train_images``, ``train_labels``, ``val_*``, ``test_*``), concatenated
+  in train/val/test order; grayscale (N,H,W) is accepted.
+
+Every image comes out RGB uint8 at ``size``; anything wrong raises a one-line ``InputError``
+naming the file, key or index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from builder.errors import InputError
+
+DEFAULT_SIZE = (96, 96)
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+MEDMNIST_SPLITS = ("train", "val", "test")
+_FLOAT_CHUNK = 4096  # rows converted at a time, so float inputs never double in memory
+
+
+@dataclass
+class Dataset:
+    """A labelled image set: every image RGB uint8 of one size."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8 RGB
+    labels: np.ndarray  # (N,) int64 in 0..len(class_names)-1
+    class_names: list[str]
+    source: str
+    ids: list[str]  # npz: the row index; folders: the path relative to the root
+    official_split: np.ndarray | None = None  # MedMNIST --medmnist-split: 'train'/'val'/'test'
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (folders)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def parse_size(s: str | None) -> tuple[int, int]:
+    """``None`` -> (96, 96); ``"64"`` -> (64, 64); ``"64x80"`` -> (64, 80) as (H, W)."""
+    if s is None:
+        return DEFAULT_SIZE
+    parts = str(s).lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"{s!r} is not N or HxW (e.g. 96 or 64x80)") from None
+    if len(values) not in (1, 2) or not all(0 < v <= 8192 for v in values):
+        raise InputError(f"{s!r} is not N or HxW with sides in 1..8192")
+    return (values[0], values[-1])
+
+
+def parse_classes(s: str | None) -> list[str] | None:
+    """A comma-separated list, or a file with one class name per line (blank lines ignored)."""
+    if s is None:
+        return None
+    if os.path.isfile(s):
+        try:
+            names = [line.strip() for line in Path(s).read_text().splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{s}: unreadable class list ({e})") from None
+    else:
+        names = [n.strip() for n in str(s).split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise InputError(f"{s!r}: no class names")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"{s!r}: duplicate class name(s) {', '.join(dup)}")
+    return names
+
+
+def fingerprint(ds: Dataset) -> str:
+    """sha256 over the image bytes, labels and class names: equal data gives equal hex."""
+    h = hashlib.sha256()
+    h.update(json.dumps([list(ds.images.shape), list(ds.class_names)]).encode())
+    h.update(np.ascontiguousarray(ds.labels, dtype="<i8").tobytes())
+    flat = ds.images.reshape(len(ds.images), -1) if len(ds.images) else ds.images
+    for s in range(0, len(flat), 8192):  # bounded copies for non-contiguous inputs
+        h.update(np.ascontiguousarray(flat[s : s + 8192]).tobytes())
+    return h.hexdigest()
+
+
+# --- conversion -----------------------------------------------------------------------------
+
+
+def _to_rgb(img: np.ndarray, where: str) -> np.ndarray:
+    """One image (H,W), (H,W,1), (H,W,3) or (H,W,4), already RGB-ordered, to (H,W,3)."""
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=-1)
+    if img.ndim == 3 and img.shape[-1] in (1, 3, 4):
+        if img.shape[-1] == 1:
+            return np.repeat(img, 3, axis=-1)
+        return img[..., :3]
+    raise InputError(f"{where}: image of shape {img.shape}, expected (H,W), (H,W,3) or (H,W,4)")
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if img.shape[:2] == size:
+        return img
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _array_to_images(arr: np.ndarray, where: str, size: tuple[int, int]) -> np.ndarray:
+    """Check an image array (N,H,W[,C]) and return (N,*size,3) uint8 RGB."""
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 3, 4)):
+        raise InputError(
+            f"{where}: shape {arr.shape}, expected (N,H,W,3), (N,H,W) or (N,H,W,1|4)"
+        )
+    if len(arr) == 0:
+        raise InputError(f"{where}: no images")
+    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"{where}: dtype {arr.dtype}, expected uint8 or float")
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = _floats_to_uint8(arr, where)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.shape[-1] != 3 or arr.shape[1:3] != size:
+        out = np.empty((len(arr), *size, 3), np.uint8)
+        for i in range(len(arr)):
+            out[i] = _resize(_to_rgb(arr[i], where), size)
+        return out
+    return np.ascontiguousarray(arr)
+
+
+def _floats_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
+    """[0,1] floats are scaled by 255, [0,255] floats kept; checked chunk by chunk."""
+    lo, hi = np.inf, -np.inf
+    for s in range(0, len(arr), _FLOAT_CHUNK):
+        part = arr[s : s + _FLOAT_CHUNK]
+        bad = ~np.isfinite(part.reshape(len(part), -1)).all(axis=1)
+        if bad.any():
+            raise InputError(f"{where}[{s + int(np.argmax(bad))}]: NaN or inf pixel values")
+        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    if lo < 0 or hi > 255:
+        raise InputError(
+            f"{where}: float values in [{lo:g}, {hi:g}], expected [0, 1] or [0, 255]"
+        )
+    scale = 255.0 if hi <= 1.0 else 1.0
+    out = np.empty(arr.shape, np.uint8)
+    for s in range(0, len(arr), _FLOAT_CHUNK):
+        out[s : s + _FLOAT_CHUNK] = np.rint(arr[s : s + _FLOAT_CHUNK] * scale).clip(0, 255)
+    return out
+
+
+def _labels(raw: np.ndarray, n: int, where: str) -> np.ndarray:
+    """(N,), (N,1) integer-valued, or one-hot (N,C) labels -> (N,) int64."""
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        raw = raw[:, 0]
+    if raw.ndim not in (1, 2):
+        raise InputError(f"{where}: shape {raw.shape}, expected (N,), (N,1) or one-hot (N,C)")
+    if len(raw) != n:
+        raise InputError(f"{where}: {len(raw)} labels for {n} images")
+    if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)
+            or raw.dtype == np.bool_):
+        raise InputError(f"{where}: dtype {raw.dtype}, expected integers")
+    if np.issubdtype(raw.dtype, np.floating):
+        bad = ~np.isfinite(raw.reshape(n, -1)).all(axis=1)
+        if bad.any():
+            raise InputError(f"{where}[{int(np.argmax(bad))}]: NaN or inf")
+        frac = (raw != np.round(raw)).reshape(n, -1).any(axis=1)
+        if frac.any():
+            i = int(np.argmax(frac))
+            raise InputError(f"{where}[{i}]: non-integer label {raw[i]!r}")
+    if raw.ndim == 2:
+        ok = np.isin(raw, (0, 1)).all(axis=1) & (raw.sum(axis=1) == 1)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise InputError(f"{where}[{i}]: not one-hot (multi-label data is not supported)")
+        return np.argmax(raw, axis=1).astype(np.int64)
+    return raw.astype(np.int64)
+
+
+def _check_classes(
+    labels: np.ndarray, class_names: list[str] | None, where: str
+) -> list[str]:
+    """Labels must lie in 0..C-1 and every class must have at least one image."""
+    if len(labels) and labels.min() < 0:
+        i = int(np.argmin(labels))
+        raise InputError(f"{where}[{i}]: label {labels[i]} is negative")
+    n_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    over = labels >= n_classes
+    if over.any():
+        i = int(np.argmax(over))
+        raise InputError(
+            f"{where}[{i}]: label {labels[i]} out of range 0..{n_classes - 1} "
+            f"({n_classes} class names)"
+        )
+    names = class_names if class_names is not None else [str(c) for c in range(n_classes)]
+    counts = np.bincount(labels, minlength=n_classes)
+    if (counts == 0).any():
+        c = int(np.argmin(counts))
+        raise InputError(f"{where}: class {c} ({names[c]!r}) has no images")
+    return list(names)
+
+
+# --- readers --------------------------------------------------------------------------------
+
+
+def _load_npz(path: Path, size: tuple[int, int], class_names: list[str] | None,
+              medmnist_split: bool) -> Dataset:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: a single array (.npy?), expected an npz archive")
+    with z:
+        return _read_npz(path, z, size, class_names, medmnist_split)
+
+
+def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
+              class_names: list[str] | None, medmnist_split: bool) -> Dataset:
+    keys = set(z.files)
+
+    def get(key: str) -> np.ndarray:
+        if key not in keys:
+            raise InputError(f"{path}: missing key {key!r} (found: {', '.join(sorted(keys))})")
+        try:
+            return z[key]
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise InputError(f"{path}: key {key!r} unreadable ({type(e).__name__}: {e})") from None
+
+    official = None
+    if "images" in keys:
+        images = _array_to_images(get("images"), f"{path}: images", size)
+        labels = _labels(get("labels"), len(images), f"{path}: labels")
+        if class_names is None and "class_names" in keys:
+            stored = get("class_names")
+            if stored.dtype.kind not in "US" or stored.ndim != 1:
+                raise InputError(f"{path}: class_names must be a 1-D array of strings")
+            class_names = [str(c) for c in stored]
+    elif "train_images" in keys:
+        parts, labs, names = [], [], []
+        for split in MEDMNIST_SPLITS:
+            im = _array_to_images(get(f"{split}_images"), f"{path}: {split}_images", size)
+            labs.append(_labels(get(f"{split}_labels"), len(im), f"{path}: {split}_labels"))
+            parts.append(im)
+            names += [split] * len(im)
+        images, labels = np.concatenate(parts), np.concatenate(labs)
+        if medmnist_split:
+            official = np.array(names)
+    else:
+        raise InputError(
+            f"{path}: neither 'images' (AN2DL) nor 'train_images' (MedMNIST) in the npz "
+            f"(found: {', '.join(sorted(keys)) or 'nothing'})"
+        )
+    if medmnist_split and official is None:
+        raise InputError(f"{path}: --medmnist-split needs a MedMNIST npz (train_images, ...)")
+    names = _check_classes(labels, class_names, f"{path}: labels")
+    ids = [str(i) for i in range(len(labels))]
+    return Dataset(images, labels, names, str(path), ids, official)
+
+
+def _read_image(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """One file as (H,W,3) RGB uint8 at ``size``, or None when it cannot be decoded."""
+    try:
+        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error):
+        return None
+    if img is None or img.size == 0:
+        return None
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        return None
+    if img.ndim == 3 and img.shape[-1] == 3:
+        img = img[..., ::-1]  # BGR -> RGB
+    elif img.ndim == 3 and img.shape[-1] == 4:
+        img = img[..., [2, 1, 0]]  # BGRA -> RGB, alpha dropped
+    try:
+        return np.ascontiguousarray(_resize(_to_rgb(img, str(path)), size))
+    except InputError:
+        return None
+
+
+def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | None,
+                  strict: bool) -> Dataset:
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{root}: no class sub-folders (expected one folder per class)")
+    if class_names is not None:
+        missing = [c for c in class_names if c not in folders]
+        extra = [f for f in folders if f not in class_names]
+        if missing:
+            raise InputError(f"{root}: no folder for class(es) {', '.join(missing)}")
+        if extra:
+            raise InputError(f"{root}: folder(s) {', '.join(extra)} not among the class names")
+        folders = list(class_names)
+    files: list[tuple[Path, int]] = []
+    for c, name in enumerate(folders):
+        found = sorted(p for p in (root / name).iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise InputError(f"{root / name}: class {name!r} has no images")
+        files += [(p, c) for p in found]
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:  # cv2 drops the GIL
+        decoded = list(tqdm(ex.map(lambda f: _read_image(f[0], size), files), total=len(files),
+                            desc="reading", unit="img", disable=None))
+    bad = [str(p) for (p, _), img in zip(files, decoded, strict=True) if img is None]
+    if bad and strict:
+        raise InputError(f"{bad[0]}: unreadable image (--strict)")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        print(f"warning: skipped {len(bad)} unreadable image(s): {shown}", file=sys.stderr)
+    ok = [i for i, img in enumerate(decoded) if img is not None]
+    labels = np.array([files[i][1] for i in ok], np.int64)
+    if len(ok) == 0:
+        raise InputError(f"{root}: no readable images")
+    counts = np.bincount(labels, minlength=len(folders))
+    if (counts == 0).any():
+        name = folders[int(np.argmin(counts))]
+        raise InputError(f"{root / name}: class {name!r} has no readable images")
+    images = np.stack([decoded[i] for i in ok])
+    ids = [files[i][0].relative_to(root).as_posix() for i in ok]
+    return Dataset(images, labels, list(folders), str(root), ids, None, bad)
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    class_names: list[str] | None = None,
+    strict: bool = False,
+    medmnist_split: bool = False,
+) -> Dataset:
+    """Read a folder per class, an AN2DL npz or a MedMNIST npz (detected from the path).
+
+    Args:
+        path: the input.
+        size: (H, W) every image is resized to (cv2.INTER_AREA) when it differs.
+        class_names: names in label order; default: the sorted folder names, the npz's
+            ``class_names`` key, or "0".."C-1".
+        strict: an unreadable image file in a class folder is an error, not a skip.
+        medmnist_split: set ``official_split`` (only valid for a MedMNIST npz).
+
+    Raises:
+        InputError: a missing or unreadable input, missing keys, wrong dtype or rank, length
+            mismatch, labels out of range or not integers, NaN/inf, an empty class.
+    """
+    p = Path(path)
+    size = (int(size[0]), int(size[1]))
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if medmnist_split:
+            raise InputError(f"{p}: --medmnist-split needs a MedMNIST npz, not a folder")
+        return _load_folders(p, size, class_names, strict)
+    return _load_npz(p, size, class_names, medmnist_split)
