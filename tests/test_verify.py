@@ -1,0 +1,94 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builder import format as fmt
+from builder.atomic import write_json
+from builder.cli import main
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """(input npz, a finished build of it): 45 images 32x32, 3 classes, K=2, heavy (mixing)."""
+    root = tmp_path_factory.mktemp("built")
+    rng = np.random.default_rng(1)
+    inp = root / "in.npz"
+    np.savez(inp, images=rng.integers(0, 256, (45, 32, 32, 3), dtype=np.uint8),
+             labels=(np.arange(45) % 3).astype(np.uint8).reshape(-1, 1))
+    out = root / "build"
+    assert main(["build", str(inp), "--out", str(out), "--size", "32", "--epochs", "2",
+                 "--shard-size", "12", "--jobs", "1"]) == 0
+    return inp, out
+
+
+@pytest.fixture
+def copy(built, tmp_path) -> Path:
+    dst = tmp_path / "build"
+    shutil.copytree(built[1], dst)
+    return dst
+
+
+def test_verify_ok(built, capsys):
+    assert main(["verify", str(built[1])]) == 0
+    n = len(fmt.load_manifest(built[1]).shards)
+    assert capsys.readouterr().out.strip() == f"OK {n} shards"
+
+
+def test_verify_names_each_bad_shard(copy, capsys):
+    m = fmt.load_manifest(copy)
+    flipped, truncated, missing = (m.path_of(s) for s in m.shards[:3])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    missing.unlink()
+    assert main(["verify", str(copy)]) == 2
+    err = capsys.readouterr().err
+    lines = {line.split(": ", 1)[0]: line for line in err.splitlines() if ": " in line}
+    assert "sha256" in lines[str(flipped)]
+    assert "sha256" in lines[str(truncated)] and "HDF5" in lines[str(truncated)]
+    assert "missing" in lines[str(missing)]
+    assert "FAILED" in err
+    assert str(m.path_of(m.shards[3])) not in lines
+
+
+def test_verify_checks_contents_against_manifest(copy, capsys):
+    raw = json.loads((copy / fmt.MANIFEST_NAME).read_text())
+    raw["shards"][0]["class_counts"][0] += 1
+    raw["shards"][0]["class_counts"][1] -= 1
+    raw["shards"][1]["samples"] += 1
+    write_json(copy / fmt.MANIFEST_NAME, raw)
+    assert main(["verify", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "class counts" in err and "dataset 'images'" in err
+
+
+def test_verify_not_a_build(tmp_path, capsys):
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_inspect(built, capsys):
+    assert main(["inspect", str(built[1])]) == 0
+    out = capsys.readouterr().out
+    m = fmt.load_manifest(built[1])
+    assert m.raw["policy_hash"][:16] in out and "heavy" in out and str(built[0]) in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["train"], ["val"])]
+    assert [r[:2] for r in rows] == [["train", "0"], ["train", "1"], ["val", "-"]]
+    assert int(rows[0][3]) == m.raw["split"]["counts"]["train"]
+
+
+def test_preview(built, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    assert main(["preview", str(built[1]), "--out", str(png), "--n", "3"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "3 samples" in capsys.readouterr().out
+    assert main(["preview", str(built[1]), "--out", str(png), "--n", "0"]) == 2
+    other = tmp_path / "other.npz"
+    np.savez(other, images=np.zeros((45, 32, 32, 3), np.uint8),
+             labels=(np.arange(45) % 3).astype(np.uint8).reshape(-1, 1))
+    assert main(["preview", str(built[1]), "--out", str(png), "--input", str(other)]) == 2
+    assert "fingerprint" in capsys.readouterr().err
