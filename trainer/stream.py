@@ -1,0 +1,380 @@
+"""Stream a build's shards into training: (uint8 images, float32 labels) batches.
+
+Reads are contiguous, chunk-aligned slices only. h5py serialises every call behind one lock, and
+a fancy-indexed read (``ds[sorted_idx]``) runs ~600 images/s where a contiguous slice runs
+hundreds of thousands; so shuffling happens at two levels instead: the order of chunk-sized
+blocks across all shards of an epoch, then a permutation inside a buffer of several blocks in
+numpy. Only the current frozen epoch's shards are open, so memory does not depend on K.
+
+Keras epoch ``e`` reads frozen epoch ``e mod K``; the shuffle is seeded by ``(seed, e)``, so a
+second pass over the same frozen epoch comes in another order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from builder import format as fmt
+from builder.errors import InputError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+# 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and the
+# buffer stays ~28 MiB at 96x96.
+DEFAULT_BUFFER_BLOCKS = 16
+
+
+@dataclass
+class _OpenShard:
+    entry: fmt.ShardEntry
+    images: h5py.Dataset
+    targets: np.ndarray  # (n, C) float32: soft labels or one-hot
+    block: int  # images per chunk: reads start on multiples of it
+    fd: int  # the same file, for raw chunk reads
+    offsets: list[int] | None  # file offset of each chunk when chunks are plain bytes
+
+
+def _raw_offsets(images: h5py.Dataset) -> list[int] | None:
+    """File offset of each chunk if every chunk is whole images stored as plain bytes (no
+    compression or other filter), else None."""
+    c = images.chunks
+    if not c or images.dtype != np.uint8 or tuple(c[1:]) != images.shape[1:]:
+        return None
+    if images.id.get_create_plist().get_nfilters():
+        return None
+    chunk_bytes = int(np.prod(c))
+    offsets = []
+    for a in range(0, images.shape[0], c[0]):
+        info = images.id.get_chunk_info_by_coord((a,) + (0,) * (len(c) - 1))
+        if info.byte_offset is None or info.filter_mask or info.size != chunk_bytes:
+            return None
+        offsets.append(int(info.byte_offset))
+    return offsets
+
+
+class ShardStream:
+    """Batches of one split of a build directory, for ``model.fit`` or a numpy loop.
+
+    Args:
+        build_dir_or_manifest: a build directory or an already loaded ``Manifest``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        batch_size: images per batch.
+        shuffle: shuffle blocks and samples (train); ``False`` gives manifest order, every
+            sample exactly once, deterministic (val/test).
+        seed: with the epoch number, seeds the shuffle.
+        soft_labels: use the shards' soft labels (MixUp/CutMix); ``None`` means use them where a
+            shard has them, one-hot elsewhere; ``False`` always one-hot of the hard label.
+        drop_remainder: drop each epoch's last, smaller batch.
+        buffer_blocks: chunk-sized blocks permuted together (shuffle quality vs memory).
+        validate: open every shard of the split once now and check it against the manifest,
+            so a broken build fails before training rather than at epoch 7.
+
+    Raises:
+        InputError: a missing, unreadable, truncated or mismatching shard, or a split without
+            shards.
+    """
+
+    def __init__(
+        self,
+        build_dir_or_manifest: str | os.PathLike | fmt.Manifest,
+        split: str = "train",
+        *,
+        batch_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        soft_labels: bool | None = None,
+        drop_remainder: bool = False,
+        buffer_blocks: int = DEFAULT_BUFFER_BLOCKS,
+        validate: bool = True,
+    ) -> None:
+        if split not in fmt.SPLITS:
+            raise ValueError(f"split must be one of {fmt.SPLITS}, got {split!r}")
+        if batch_size < 1 or buffer_blocks < 1:
+            raise ValueError("batch_size and buffer_blocks must be >= 1")
+        m = build_dir_or_manifest
+        self.manifest = m if isinstance(m, fmt.Manifest) else fmt.load_manifest(m)
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_remainder = bool(drop_remainder)
+        self.buffer_blocks = int(buffer_blocks)
+        self.num_classes = self.manifest.num_classes
+        self.class_names = list(self.manifest.class_names)
+        self.image_shape = tuple(self.manifest.image_shape)
+        where = self.manifest.root / fmt.MANIFEST_NAME
+
+        if split == "train":
+            self.epochs = self.manifest.epochs
+            self._frozen = [self.manifest.shards_of("train", e) for e in range(self.epochs)]
+        else:
+            self.epochs = 1
+            self._frozen = [self.manifest.shards_of(split)]
+        if self.epochs < 1 or any(not shards for shards in self._frozen):
+            raise InputError(f"{where}: no {split} shards for every one of {self.epochs} epochs")
+        counts = {sum(s.samples for s in shards) for shards in self._frozen}
+        if len(counts) != 1:
+            raise InputError(f"{where}: frozen epochs of {split} differ in size {sorted(counts)}")
+        self.num_samples = counts.pop()
+        has_soft = any(s.soft_labels for shards in self._frozen for s in shards)
+        if soft_labels and not has_soft:
+            raise InputError(f"{where}: soft labels requested but the {split} shards have none")
+        self.soft_labels = has_soft if soft_labels is None else bool(soft_labels)
+        steps = self.num_samples / self.batch_size
+        self.steps_per_epoch = math.floor(steps) if self.drop_remainder else math.ceil(steps)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{self.num_samples} {split} samples give no batch of {batch_size}")
+        # Epochs whose reading a dataset() has started, in order (for logs and tests).
+        self.epochs_read: list[int] = []
+        if validate:
+            for shards in self._frozen:
+                for entry in shards:
+                    with self._opened(entry):
+                        pass
+
+    # --- public -------------------------------------------------------------------------
+
+    def element_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+        """(images uint8 (b,H,W,3), labels float32 (b,C)); b is fixed only with drop_remainder."""
+        import tensorflow as tf
+
+        b = self.batch_size if self.drop_remainder else None
+        return (
+            tf.TensorSpec((b, *self.image_shape), tf.uint8),
+            tf.TensorSpec((b, self.num_classes), tf.float32),
+        )
+
+    def dataset(self, initial_epoch: int = 0, *, repeat: bool = False) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of batches.
+
+        Without ``repeat``: one epoch per iteration; the n-th time it is iterated it reads Keras
+        epoch ``initial_epoch + n`` (Keras 3.15 ``fit`` starts it once per epoch; pass
+        ``steps_per_epoch`` only together with ``repeat=True``). Under a ``tf.distribute``
+        strategy scope Keras starts it one extra time to build the model, which shifts the
+        frozen epochs by one: use ``repeat=True`` there.
+
+        With ``repeat``: endless, epochs ``initial_epoch, initial_epoch + 1, ...`` back to back,
+        each exactly ``steps_per_epoch`` batches; use with ``fit(steps_per_epoch=...)``. Every
+        new iterator starts again at ``initial_epoch``, so this does not depend on how often
+        Keras restarts its iterator.
+        """
+        import tensorflow as tf
+
+        if repeat:
+
+            def generate() -> Iterator[Batch]:
+                for epoch in itertools.count(initial_epoch):
+                    self.epochs_read.append(epoch)
+                    yield from self._epoch_groups(epoch)
+
+        else:
+            counter = itertools.count(initial_epoch)
+
+            def generate() -> Iterator[Batch]:
+                epoch = next(counter)
+                self.epochs_read.append(epoch)
+                yield from self._epoch_groups(epoch)
+
+        @tf.autograph.experimental.do_not_convert
+        def split(x: tf.Tensor, y: tf.Tensor) -> tf.data.Dataset:
+            # Per group, so a batch never spans two groups (nor two epochs): the batches are
+            # exactly those of iter_numpy.
+            return tf.data.Dataset.from_tensors((x, y)).rebatch(
+                self.batch_size, drop_remainder=self.drop_remainder
+            )
+
+        # The generator hands over whole shuffled groups (~1000 images) and TensorFlow cuts
+        # them into batches: one Python call per group instead of per batch keeps the GIL
+        # free for the training loop (about 2.5x the images/s at batch 64).
+        groups = tf.data.Dataset.from_generator(generate, output_signature=self._group_spec())
+        ds = groups.prefetch(2).flat_map(split)
+        if not repeat:
+            # A known length gives Keras progress bars and a fixed steps count from epoch 1.
+            ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def iter_numpy(self, epoch: int = 0) -> Iterator[Batch]:
+        """The batches of Keras epoch ``epoch`` as numpy arrays (the same ones ``dataset``
+        yields for that epoch)."""
+        bs = self.batch_size
+        for x, y in self._epoch_groups(epoch):
+            for k in range(0, len(x), bs):
+                yield x[k : k + bs], y[k : k + bs]
+
+    def labels(self, epoch: int = 0) -> np.ndarray:
+        """Hard labels (int32) of a frozen epoch (val/test: the split) in manifest order, the
+        order ``shuffle=False`` yields."""
+        return self._concat(fmt.DS_LABELS, epoch)
+
+    def source_index(self, epoch: int = 0) -> np.ndarray:
+        """Each sample's row in the builder's input data set, in manifest order."""
+        return self._concat(fmt.DS_SOURCE_INDEX, epoch)
+
+    def shards_of_epoch(self, epoch: int) -> list[fmt.ShardEntry]:
+        """The shards Keras epoch ``epoch`` reads (those of frozen epoch ``epoch mod K``)."""
+        return list(self._frozen[epoch % self.epochs])
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _concat(self, name: str, epoch: int) -> np.ndarray:
+        parts = []
+        for entry in self.shards_of_epoch(epoch):
+            with self._opened(entry) as f:
+                parts.append(self._read(entry, lambda f=f: f[name][()]))
+        return np.concatenate(parts)
+
+    def _epoch_groups(self, epoch: int) -> Iterator[Batch]:
+        """Open this epoch's shards, read shuffled blocks, close the shards; yield groups of
+        whole batches (only the epoch's last group may end with a smaller one)."""
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        bs = self.batch_size
+        with contextlib.ExitStack() as stack:
+            shards = [self._open(stack, e) for e in self.shards_of_epoch(epoch)]
+            blocks = [
+                (i, a, min(a + s.block, s.entry.samples))
+                for i, s in enumerate(shards)
+                for a in range(0, s.entry.samples, s.block)
+            ]
+            if rng is not None:
+                blocks = [blocks[j] for j in rng.permutation(len(blocks))]
+            carry_x = np.empty((0, *self.image_shape), np.uint8)
+            carry_y = np.empty((0, self.num_classes), np.float32)
+            for g in range(0, len(blocks), self.buffer_blocks):
+                group = blocks[g : g + self.buffer_blocks]
+                last = g + self.buffer_blocks >= len(blocks)
+                n = len(carry_x) + sum(b - a for _, a, b in group)
+                # A fresh buffer per group: what is yielded may be a view of it (or aliased by
+                # TensorFlow), so it is never overwritten.
+                x = np.empty((n, *self.image_shape), np.uint8)
+                y = np.empty((n, self.num_classes), np.float32)
+                pos = len(carry_x)
+                x[:pos], y[:pos] = carry_x, carry_y
+                for i, a, b in group:
+                    s = shards[i]
+                    dest = np.s_[pos : pos + b - a]
+                    self._read_rows(s, a, b, x, dest)
+                    y[dest] = s.targets[a:b]
+                    pos += b - a
+                full = n if last and not self.drop_remainder else n - n % bs
+                if rng is not None:
+                    order = rng.permutation(n)
+                    x, y = x[order], y[order]
+                if full:
+                    yield x[:full], y[:full]
+                carry_x, carry_y = x[full:], y[full:]
+
+    def _group_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+        import tensorflow as tf
+
+        return (
+            tf.TensorSpec((None, *self.image_shape), tf.uint8),
+            tf.TensorSpec((None, self.num_classes), tf.float32),
+        )
+
+    def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry) -> _OpenShard:
+        f = stack.enter_context(self._opened(entry))
+        images = f[fmt.DS_IMAGES]
+        if self.soft_labels and entry.soft_labels:
+            targets = self._read(entry, lambda: f[fmt.DS_SOFT_LABELS][()]).astype(np.float32)
+        else:
+            hard = self._read(entry, lambda: f[fmt.DS_LABELS][()])
+            if len(hard) and (hard.min() < 0 or hard.max() >= self.num_classes):
+                raise InputError(
+                    f"{self.manifest.path_of(entry)}: labels outside 0..{self.num_classes - 1}"
+                )
+            targets = np.eye(self.num_classes, dtype=np.float32)[hard]
+        block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
+        fd = os.open(self.manifest.path_of(entry), os.O_RDONLY)
+        stack.callback(os.close, fd)
+        return _OpenShard(entry, images, targets, block, fd, _raw_offsets(images))
+
+    def _read_rows(self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice) -> None:
+        """Rows a:b of a shard's images into x[dest], a chunk-aligned block.
+
+        Uncompressed chunks are plain C-order bytes at a known offset: one pread straight into
+        the buffer, which (unlike h5py) releases the GIL and skips h5py's global lock, so the
+        training loop keeps running meanwhile. Anything else goes through h5py."""
+        if s.offsets is None:
+            self._read(s.entry, s.images.read_direct, x, np.s_[a:b], dest)
+            return
+        out = x[dest]
+        got = self._read(s.entry, os.preadv, s.fd, [out], s.offsets[a // s.block])
+        if got != out.nbytes:
+            path = self.manifest.path_of(s.entry)
+            raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
+
+    @contextlib.contextmanager
+    def _opened(self, entry: fmt.ShardEntry) -> Iterator[h5py.File]:
+        """Open a shard, check it against the manifest, close it afterwards."""
+        path = self.manifest.path_of(entry)
+        if not path.is_file():
+            raise InputError(f"{path}: shard listed in the manifest is missing")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise InputError(f"{path}: unreadable or truncated shard ({e})") from None
+        try:
+            problem = self._mismatch(f, entry)
+            if problem:
+                raise InputError(f"{path}: {problem}; the shard does not match the manifest")
+            yield f
+        finally:
+            f.close()
+
+    def _mismatch(self, f: h5py.File, entry: fmt.ShardEntry) -> str | None:
+        """What about an open shard disagrees with its manifest entry, or None."""
+        a = f.attrs
+        want: dict[str, Any] = {
+            fmt.ATTR_SCHEMA_VERSION: fmt.SCHEMA_VERSION,
+            fmt.ATTR_SPLIT: entry.split,
+            fmt.ATTR_EPOCH: entry.epoch,
+            fmt.ATTR_SHARD_INDEX: entry.index,
+        }
+        for key, value in want.items():
+            got = a.get(key)
+            if isinstance(got, bytes):
+                got = got.decode()
+            if got is None or (got.item() if hasattr(got, "item") else got) != value:
+                return f"attribute {key} is {got!r}, expected {value!r}"
+        try:
+            names = json.loads(a.get(fmt.ATTR_CLASS_NAMES, "null"))
+        except (TypeError, ValueError):
+            names = None
+        if names != self.class_names:
+            return "class names differ from the manifest's"
+        n, c = entry.samples, self.num_classes
+        shapes = {
+            fmt.DS_IMAGES: ((n, *self.image_shape), np.uint8),
+            fmt.DS_LABELS: ((n,), np.int32),
+            fmt.DS_SOURCE_INDEX: ((n,), np.int64),
+        }
+        if entry.soft_labels:
+            shapes[fmt.DS_SOFT_LABELS] = ((n, c), np.float32)
+        for name, (shape, dtype) in shapes.items():
+            ds = f.get(name)
+            if not isinstance(ds, h5py.Dataset):
+                return f"dataset {name} is missing"
+            if ds.shape != shape or ds.dtype != dtype:
+                return f"dataset {name} is {ds.shape} {ds.dtype}, expected {shape} {dtype}"
+        return None
+
+    def _read(self, entry: fmt.ShardEntry, read: Callable[..., Any], *args: Any) -> Any:
+        """Run one h5py read; a damaged file becomes an InputError naming the shard."""
+        try:
+            return read(*args)
+        except OSError as e:
+            path = self.manifest.path_of(entry)
+            raise InputError(f"{path}: shard data unreadable ({e})") from None
