@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import keras
 import pytest
@@ -60,6 +61,9 @@ def test_fit_writes_run_and_resume_matches_uninterrupted(build, tmp_path):
     assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.fine_lr, rel=1e-3)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     assert json.loads((run / "state.json").read_text())["phase"] == "done"
+    # tensorboard is installed (the cpu/gpu extras): both phases log to RUN/tb
+    assert list((run / "tb" / "train").glob("events.out.tfevents.*"))
+    assert list((run / "tb" / "validation").glob("events.out.tfevents.*"))
     model = keras.saving.load_model(run / "model.keras", compile=False)
     assert model.output_shape == (None, 3)
 
@@ -104,6 +108,15 @@ def test_existing_run_of_other_config_is_refused(build, tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
         fit(_cfg(build), tmp_path / "other", verbose=0)
+
+
+def test_fit_without_tensorboard_notes_it_and_trains(build, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # "import tensorboard" now fails
+    run = tmp_path / "run"
+    out = fit(_cfg(build, epochs_coarse=1, epochs_fine=0), run, verbose=0, eager=True)
+    assert out["epochs"] == 1 and (run / "model.keras").is_file()
+    assert "tensorboard is not installed" in capsys.readouterr().err
+    assert not (run / "tb").exists()
 
 
 def test_class_weights_balance_the_counts():

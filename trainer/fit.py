@@ -10,191 +10,53 @@ the stream reads frozen epoch ``e mod K`` and ``history.csv`` is one table with 
 column. Each phase has its own EarlyStopping (best weights restored) and ReduceLROnPlateau on
 val loss.
 
-Resuming. After every epoch ``RunCheckpoint`` writes, in this order and each atomically: the
-model with its optimizer (``checkpoints/epoch-NNN.keras``), the best weights when they improved
-(``checkpoints/best.weights.h5``), then ``state.json`` (phase, last completed epoch, the
-EarlyStopping and ReduceLROnPlateau counters, the history rows) and ``history.csv``. A kill at
-any point leaves a state.json that names a complete checkpoint, and ``--resume`` continues
-after that epoch with the same counters, so the history has the length of an uninterrupted run.
-(Keras' ModelCheckpoint and CSVLogger write in place and separately, which a kill can leave
-inconsistent, so this callback does both jobs.)
+Resuming. After every epoch a checkpoint (model and optimizer, best weights, ``state.json``,
+``history.csv``; see trainer/checkpoint.py) is written so that ``--resume`` continues after the
+last completed epoch with the same counters, and the history has the length of an uninterrupted
+run.
 
-Distribution. ``--strategy mirrored`` builds and compiles under ``tf.distribute.
-MirroredStrategy``; ``--batch-size`` is per replica, the stream's global batch is
-``batch_size x replicas``. The learning rates are used as given, not scaled: with R replicas the
-linear-scaling rule suggests passing ``--lr`` and ``--fine-lr`` multiplied by R (with a warm-up
-for large R) if the single-device run was tuned at the per-replica batch size.
+Several GPUs. ``--strategy mirrored`` builds, compiles and trains under
+``tf.distribute.MirroredStrategy`` over all visible GPUs (R replicas, recorded as ``replicas``
+in ``run.json``). ``--batch-size`` is per replica: the stream reads global batches of
+``batch_size x R`` images (``global_batch_size`` in run.json), each replica gets ``batch_size``
+of them, and the gradients are averaged over the global batch. With R > 1 every training step
+takes exactly one global batch, so each epoch leaves out its last ``n_train mod (batch_size x
+R)`` images (another set each epoch, as the stream shuffles); a replica never gets an empty or
+uneven batch. Validation still sees every image, in batches of at most the global size, a
+multiple of R, chosen so that no replica's share is empty (``val_batch_size`` in run.json).
+BatchNorm layers that train (simple_cnn's) synchronise their batch statistics across replicas,
+so all replicas, and the saved model, hold the same moving statistics.
+
+Learning rate. ``--lr`` and ``--fine-lr`` are used as given, whatever R is. To move a run tuned
+on one device to R replicas, either keep its global batch (divide ``--batch-size`` by R) and its
+learning rates: the same optimisation, only faster; or keep the per-replica batch, which makes
+the global batch R times larger, and raise the learning rates with it: linearly (lr x R, Goyal
+et al. 2017, with a warm-up over the first epochs for large R) is the rule for SGD; for Adam,
+which fit uses, the square-root rule (lr x sqrt(R), Malladi et al. 2022) is the safer start.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from builder.atomic import TMP_PREFIX, atomic_path, write_bytes, write_json
+from builder.atomic import write_json
 from builder.errors import InputError
 from builder.format import load_manifest
+from trainer import checkpoint as ckpt
 from trainer import config as cfgmod
 from trainer import models
 from trainer.config import MODEL_NAME, RUN_INFO_NAME, STATE_NAME
 
 # What fit writes into a run directory; --overwrite removes only these.
-RUN_FILES = (cfgmod.CONFIG_NAME, STATE_NAME, RUN_INFO_NAME, MODEL_NAME, "history.csv",
-             "curves.png", "checkpoints", "tb")
-
-
-# --- run state and the per-epoch checkpoint -------------------------------------------------
-
-
-def new_state() -> dict[str, Any]:
-    return {"phase": "coarse", "epoch": -1, "fine_start": None, "checkpoint": None,
-            "early_stopping": None, "reduce_lr": None, "stopped": False, "history": []}
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    """``state.json`` of an interrupted run, or a fresh state when there is none."""
-    if not path.is_file():
-        return new_state()
-    try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or state.get("phase") not in ("coarse", "fine", "done"):
-            raise ValueError("not a run state")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(
-            f"{path}: unreadable run state ({e}); start again with --overwrite"
-        ) from None
-    return {**new_state(), **state}
-
-
-def save_atomic(path: Path, saver: Callable[[str], Any]) -> None:
-    """``saver(tmp)`` then rename: the temporary keeps the suffix that Keras insists on."""
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        saver(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose counters (and best weights) survive an interruption."""
-
-    def __init__(self, initial: dict[str, Any] | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.initial = initial
-        self.initial_best_weights: list[np.ndarray] | None = None
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.initial:
-            self.wait, self.best = self.initial["wait"], self.initial["best"]
-            self.best_epoch = self.initial["best_epoch"]
-            self.best_weights = self.initial_best_weights
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"wait": self.wait, "best": _num(self.best), "best_epoch": self.best_epoch}
-
-
-class ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose counters survive an interruption (the LR is in the optimizer)."""
-
-    def __init__(self, initial: dict[str, Any] | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.initial = initial
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.initial:
-            self.wait, self.best = self.initial["wait"], self.initial["best"]
-            self.cooldown_counter = self.initial["cooldown_counter"]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"wait": self.wait, "best": _num(self.best),
-                "cooldown_counter": self.cooldown_counter}
-
-
-def _num(v: Any) -> float | None:
-    return None if v is None or not math.isfinite(float(v)) else float(v)
-
-
-class RunCheckpoint(keras.callbacks.Callback):
-    """After each epoch: model+optimizer, best weights, then state.json and history.csv."""
-
-    def __init__(self, run: Path, state: dict[str, Any], phase: str,
-                 es: ResumableEarlyStopping, rlr: ResumableReduceLR) -> None:
-        super().__init__()
-        self.run, self.state, self.phase, self.es, self.rlr = run, state, phase, es, rlr
-
-    def on_epoch_end(self, epoch, logs=None):
-        ckdir = self.run / "checkpoints"
-        name = f"checkpoints/epoch-{epoch:03d}.keras"
-        save_atomic(self.run / name, self.model.save)
-        if self.es.best_epoch == epoch:
-            save_atomic(ckdir / "best.weights.h5", self.model.save_weights)
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {"epoch": epoch, "phase": self.phase,
-               **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
-               "learning_rate": lr}
-        self.state.update(epoch=epoch, checkpoint=name, early_stopping=self.es.snapshot(),
-                          reduce_lr=self.rlr.snapshot(), stopped=bool(self.model.stop_training))
-        self.state["history"].append(row)
-        write_json(self.run / STATE_NAME, self.state)
-        write_history_csv(self.run / "history.csv", self.state["history"])
-        for old in ckdir.glob("epoch-*.keras"):
-            if old.name != Path(name).name:
-                old.unlink(missing_ok=True)
-
-
-def write_history_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_bytes(path, buf.getvalue().encode())
-
-
-def write_curves(path: Path, rows: list[dict[str, Any]], fine_start: int | None) -> None:
-    """Loss and accuracy over both phases; a dashed line where fine-tuning starts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [r["epoch"] + 1 for r in rows]
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-            ys = [r.get(key, float("nan")) for r in rows]
-            if rows and key in rows[0]:
-                ax.plot(epochs, ys, style, marker="o", ms=3, label=key)
-        if fine_start is not None and rows and fine_start < len(rows):
-            ax.axvline(fine_start + 0.5, color="grey", ls=":", label="fine-tuning starts")
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-# --- fit --------------------------------------------------------------------------------------
+RUN_FILES = (cfgmod.CONFIG_NAME, STATE_NAME, RUN_INFO_NAME, MODEL_NAME, ckpt.HISTORY_NAME,
+             ckpt.CURVES_NAME, ckpt.CHECKPOINT_DIR, "tb")
 
 
 def _gpu_present() -> bool:
@@ -255,10 +117,60 @@ def _build(cfg: cfgmod.FitConfig, phase: str, shape, num_classes: int, weights: 
     )
 
 
+def _sync_batchnorm(model: keras.Model) -> None:
+    """Make BatchNormalization average its batch statistics over all replicas.
+
+    Keras 3 keeps each replica's moving mean and variance apart (their variables aggregate
+    "none"), so unsynchronised replicas drift apart, validate with different statistics, and
+    the saved model holds replica 0's. Synchronised, every replica applies the same update,
+    that of the global batch, as one device would. (Frozen backbone BatchNorm never updates.)
+    """
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+        elif isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+
+
 def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, jit: bool,
              eager: bool = False) -> None:
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # fit compiles under its scope
+        _sync_batchnorm(model)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
                   jit_compile=jit and not eager, run_eagerly=eager)
+
+
+def distributed_batches(n_train: int, n_val: int, batch_size: int,
+                        replicas: int) -> tuple[int, bool, int]:
+    """(global batch, drop the train remainder, val batch size) for ``replicas`` replicas.
+
+    tf.distribute cuts each global batch into one share per replica. A share may not be empty
+    (Conv2D fails on an empty batch on CPU, and a BatchNorm mean over no images is undefined),
+    and Keras (3.15) reduces the first validation batch across replicas, which fails unless
+    it splits evenly. So with R > 1 training drops each epoch's last partial batch, and
+    validation uses the largest multiple of R, at most the global batch, whose last batch is
+    empty or has at least R images (every sample is still validated exactly once).
+    """
+    global_batch = batch_size * replicas
+    if replicas == 1:
+        return global_batch, False, global_batch
+    if n_train < global_batch:
+        raise InputError(
+            f"--batch-size {batch_size}: {replicas} replicas need at least {global_batch} "
+            f"train images (batch size x replicas), the build has {n_train}"
+        )
+    if n_val == 0:  # no val split
+        return global_batch, True, global_batch
+    for b in range(global_batch, 0, -replicas):
+        if b <= n_val and (n_val % b == 0 or n_val % b >= replicas):
+            return global_batch, True, b
+    raise InputError(
+        f"--strategy mirrored: the val split's {n_val} images cannot be shared among "
+        f"{replicas} replicas without an empty share; build with a larger val split or use "
+        "--strategy default"
+    )
 
 
 def fit(
@@ -281,7 +193,7 @@ def fit(
     manifest = load_manifest(cfg.build_dir)
     run = Path(out)
     prepare_run_dir(run, cfg, resume=resume, overwrite=overwrite)
-    state = load_state(run / STATE_NAME)
+    state = ckpt.load_state(run)
     if state["phase"] == "done":
         print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
         return {"epochs": len(state["history"]), "history": state["history"], "resumed": True}
@@ -295,10 +207,14 @@ def fit(
     strategy = (tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored"
                 else tf.distribute.get_strategy())
     replicas = strategy.num_replicas_in_sync
-    global_batch = cfg.batch_size * replicas
-    train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed)
     has_val = bool(manifest.shards_of("val"))
-    val = ShardStream(manifest, "val", batch_size=global_batch, shuffle=False) if has_val else None
+    global_batch, drop, val_batch = distributed_batches(
+        sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
+        cfg.batch_size, replicas)
+    train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
+                        drop_remainder=drop)
+    val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False) if has_val
+           else None)
     monitor = "val_loss" if has_val else "loss"
     shape = tuple(manifest.image_shape)
     weights_cls = class_weights(manifest.class_counts("train")) if cfg.class_weights else None
@@ -306,26 +222,27 @@ def fit(
     write_json(run / RUN_INFO_NAME, {
         "class_names": manifest.class_names, "image_shape": list(shape),
         "build_dir": str(Path(cfg.build_dir).resolve()), "replicas": replicas,
-        "global_batch_size": global_batch, "mixed_precision": mixed, "xla": jit,
+        "global_batch_size": global_batch, "steps_per_epoch": train.steps_per_epoch,
+        "val_batch_size": val_batch if val else 0, "mixed_precision": mixed, "xla": jit,
         "gpu": gpu, "train_samples": train.num_samples,
         "val_samples": val.num_samples if val else 0,
     })
-    ckdir = run / "checkpoints"
-    ckdir.mkdir(exist_ok=True)
-    coarse_final = ckdir / "coarse-final.weights.h5"
-
+    (run / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
+    coarse_final, best = run / ckpt.COARSE_FINAL, run / ckpt.BEST_WEIGHTS
     tensorboard = _tensorboard(run / "tb")
 
     def run_phase(model: keras.Model, phase: str, end_epoch: int) -> None:
         start = state["epoch"] + 1
         patience_lr = max(1, cfg.patience // 2)
-        es = ResumableEarlyStopping(state.get("early_stopping"), monitor=monitor,
-                                    patience=max(cfg.patience, 1), restore_best_weights=True)
-        if state.get("early_stopping") and (ckdir / "best.weights.h5").is_file():
-            es.initial_best_weights = _weights_from_file(model, ckdir / "best.weights.h5")
-        rlr = ResumableReduceLR(state.get("reduce_lr"), monitor=monitor, factor=cfg.lr_factor,
-                                patience=patience_lr, min_lr=cfg.min_lr)
-        ck = RunCheckpoint(run, state, phase, es, rlr)
+        es = ckpt.ResumableEarlyStopping(state.get("early_stopping"), monitor=monitor,
+                                         patience=max(cfg.patience, 1),
+                                         restore_best_weights=True)
+        if state.get("early_stopping") and best.is_file():
+            es.initial_best_weights = ckpt.weights_from_file(model, best)
+        rlr = ckpt.ResumableReduceLR(state.get("reduce_lr"), monitor=monitor,
+                                     factor=cfg.lr_factor, patience=patience_lr,
+                                     min_lr=cfg.min_lr)
+        ck = ckpt.RunCheckpoint(run, state, phase, es, rlr)
         callbacks = [es, rlr, ck, *tensorboard, *extra_callbacks]
         if start < end_epoch and not state.get("stopped"):
             model.fit(
@@ -347,11 +264,11 @@ def fit(
                 models.set_trainable(model, "coarse", cfg.unfreeze)
                 _compile(model, keras.optimizers.Adam(cfg.lr), jit, eager)
             run_phase(model, "coarse", cfg.epochs_coarse)
-            save_atomic(coarse_final, model.save_weights)
+            ckpt.save_atomic(coarse_final, model.save_weights)
             state.update(phase="fine", fine_start=state["epoch"] + 1, checkpoint=None,
                          early_stopping=None, reduce_lr=None, stopped=False)
-            (ckdir / "best.weights.h5").unlink(missing_ok=True)
-            write_json(run / STATE_NAME, state)
+            best.unlink(missing_ok=True)
+            ckpt.save_state(run, state)
         fine_end = state["fine_start"] + cfg.epochs_fine
         if state["checkpoint"]:
             model = _load_checkpoint(run / state["checkpoint"], jit, eager)
@@ -362,12 +279,11 @@ def fit(
             _compile(model, keras.optimizers.Adam(cfg.fine_lr), jit, eager)
         if cfg.epochs_fine:
             run_phase(model, "fine", fine_end)
-        save_atomic(run / MODEL_NAME, model.save)
-    write_curves(run / "curves.png", state["history"], state["fine_start"])
+        ckpt.save_atomic(run / MODEL_NAME, model.save)
+    ckpt.write_curves(run / ckpt.CURVES_NAME, state["history"], state["fine_start"])
     state.update(phase="done")
-    write_json(run / STATE_NAME, state)
-    for p in ckdir.glob("epoch-*.keras"):  # the final model replaces them; keep weights files
-        p.unlink()
+    ckpt.save_state(run, state)
+    ckpt.remove_epoch_checkpoints(run)  # the final model replaces them; keep weights files
     last = state["history"][-1] if state["history"] else {}
     return {"epochs": len(state["history"]), "history": state["history"],
             "val_accuracy": last.get("val_accuracy"), "resumed": resume}
@@ -382,14 +298,6 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
         print(f"note: tensorboard is not installed; {log_dir} is not written", file=sys.stderr)
         return []
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
-
-
-def _weights_from_file(model: keras.Model, path: Path) -> list[np.ndarray]:
-    current = model.get_weights()
-    model.load_weights(path)
-    best = model.get_weights()
-    model.set_weights(current)
-    return best
 
 
 def _load_checkpoint(path: Path, jit: bool, eager: bool) -> keras.Model:
