@@ -7,10 +7,9 @@ turns ``InputError`` into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from builder.errors import EXIT_INPUT_ERROR, InputError
+from builder.errors import dispatch
 
 PROG = "frozenaug-build"
 
@@ -96,16 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module, func = COMMANDS[args.command].split(":")
-    try:
-        return int(getattr(importlib.import_module(module), func)(args) or 0)
-    except InputError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-
+    return dispatch(PROG, COMMANDS[args.command], args, "run the same command again to resume")
 
 if __name__ == "__main__":
     sys.exit(main())

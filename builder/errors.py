@@ -12,3 +12,20 @@ class InputError(Exception):
 
 
 EXIT_INPUT_ERROR = 2
+
+
+def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:
+    """Run a CLI subcommand given as ``"module:function"``; the one place where ``InputError``
+    becomes a line on stderr and exit code 2, and Ctrl-C a hint and 130."""
+    import importlib
+    import sys
+
+    module, func = target.split(":")
+    try:
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+    except InputError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
+        return 130

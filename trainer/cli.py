@@ -7,10 +7,9 @@ turns ``InputError`` into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from builder.errors import EXIT_INPUT_ERROR, InputError
+from builder.errors import dispatch
 
 PROG = "frozenaug-train"
 
@@ -73,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="class and per-class probabilities as CSV")
     p.add_argument("run", help="run directory (fit output)")
-    p.add_argument("input", help="build directory, .npz, or a folder of images")
+    p.add_argument("input", help="build directory, .npz, or a folder per class")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="split of a build directory (default test)")
@@ -83,16 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module, func = COMMANDS[args.command].split(":")
-    try:
-        return int(getattr(importlib.import_module(module), func)(args) or 0)
-    except InputError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command with --resume to continue",
-              file=sys.stderr)
-        return 130
+    hint = "run the same command with --resume to continue"
+    return dispatch(PROG, COMMANDS[args.command], args, hint)
 
 
 if __name__ == "__main__":
