@@ -19,9 +19,12 @@ import json
 import os
 import sys
 import zipfile
+import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -31,7 +34,7 @@ from builder.errors import InputError
 DEFAULT_SIZE = (96, 96)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MEDMNIST_SPLITS = ("train", "val", "test")
-_FLOAT_CHUNK = 4096  # rows converted at a time, so float inputs never double in memory
+_CHUNK_BYTES = 1 << 20  # input bytes read and converted at a time
 
 
 @dataclass
@@ -115,46 +118,99 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
-def _array_to_images(arr: np.ndarray, where: str, size: tuple[int, int]) -> np.ndarray:
-    """Check an image array (N,H,W[,C]) and return (N,*size,3) uint8 RGB."""
-    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 3, 4)):
+class _Member:
+    """An array in an npz, read from the archive in chunks of rows: only the converted uint8
+    images are ever held whole (no float, wrong-size or pre-concatenation copy of them)."""
+
+    def __init__(self, z: np.lib.npyio.NpzFile, key: str, path: Path) -> None:
+        self.z, self.where, self.unreadable = z, f"{path}: {key}", f"{path}: key {key!r} unreadable"
+        self.name = key + ".npy" if key + ".npy" in z.zip.namelist() else key
+        self.whole: np.ndarray | None = None
+        try:
+            with z.zip.open(self.name) as f:
+                header = self._header(f)
+            if header is None:  # Fortran order, objects or a newer header: numpy reads it
+                self.whole = z[key]
+                header = (self.whole.shape, self.whole.dtype)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise InputError(f"{self.unreadable} ({type(e).__name__}: {e})") from None
+        self.shape, self.dtype = header
+
+    @staticmethod
+    def _header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype] | None:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            return None
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read(f)
+        return None if fortran_order or dtype.hasobject else (shape, dtype)
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) of about ``_CHUNK_BYTES`` each, in order."""
+        n, row_shape = self.shape[0], self.shape[1:]
+        row_bytes = max(1, int(np.prod(row_shape)) * self.dtype.itemsize)
+        step = max(1, _CHUNK_BYTES // row_bytes)
+        if self.whole is not None:
+            for s in range(0, n, step):
+                yield s, self.whole[s : s + step]
+            return
+        try:
+            with self.z.zip.open(self.name) as f:
+                self._header(f)
+                for s in range(0, n, step):
+                    rows = min(step, n - s)
+                    buf = f.read(rows * row_bytes)  # the last read checks the member's CRC
+                    if len(buf) != rows * row_bytes:
+                        raise EOFError(f"truncated at row {s + len(buf) // row_bytes}")
+                    yield s, np.frombuffer(buf, self.dtype).reshape(rows, *row_shape)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise InputError(f"{self.unreadable} ({type(e).__name__}: {e})") from None
+
+
+def _images(src: _Member, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Check an image array (N,H,W[,C]) and convert it chunk by chunk into ``out`` (default: a
+    new one), as (N,*size,3) uint8 RGB."""
+    shape, where = src.shape, src.where
+    if (len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3, 4))
+            or 0 in shape[1:]):
         raise InputError(
-            f"{where}: shape {arr.shape}, expected (N,H,W,3), (N,H,W) or (N,H,W,1|4)"
+            f"{where}: shape {shape}, expected (N,H,W,3), (N,H,W) or (N,H,W,1|4)"
         )
-    if len(arr) == 0:
+    if shape[0] == 0:
         raise InputError(f"{where}: no images")
-    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"{where}: dtype {arr.dtype}, expected uint8 or float")
-    if np.issubdtype(arr.dtype, np.floating):
-        arr = _floats_to_uint8(arr, where)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    if arr.shape[-1] != 3 or arr.shape[1:3] != size:
-        out = np.empty((len(arr), *size, 3), np.uint8)
-        for i in range(len(arr)):
-            out[i] = _resize(_to_rgb(arr[i], where), size)
-        return out
-    return np.ascontiguousarray(arr)
+    floating = np.issubdtype(src.dtype, np.floating)
+    if src.dtype != np.uint8 and not floating:
+        raise InputError(f"{where}: dtype {src.dtype}, expected uint8 or float")
+    scale = _float_scale(src) if floating else None
+    if out is None:
+        out = np.empty((shape[0], *size, 3), np.uint8)
+    for s, part in src.chunks():
+        if scale is not None:
+            part = np.rint(part * scale).clip(0, 255).astype(np.uint8)
+        if part.ndim == 3:
+            part = part[..., None]
+        if part.shape[-1] == 3 and part.shape[1:3] == size:
+            out[s : s + len(part)] = part
+        else:
+            for i, img in enumerate(part):
+                out[s + i] = _resize(_to_rgb(img, where), size)
+    return out
 
 
-def _floats_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
-    """[0,1] floats are scaled by 255, [0,255] floats kept; checked chunk by chunk."""
+def _float_scale(src: _Member) -> float:
+    """[0,1] floats are scaled by 255, [0,255] floats kept; a first pass checks the values."""
     lo, hi = np.inf, -np.inf
-    for s in range(0, len(arr), _FLOAT_CHUNK):
-        part = arr[s : s + _FLOAT_CHUNK]
+    for s, part in src.chunks():
         bad = ~np.isfinite(part.reshape(len(part), -1)).all(axis=1)
         if bad.any():
-            raise InputError(f"{where}[{s + int(np.argmax(bad))}]: NaN or inf pixel values")
+            raise InputError(f"{src.where}[{s + int(np.argmax(bad))}]: NaN or inf pixel values")
         lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
     if lo < 0 or hi > 255:
         raise InputError(
-            f"{where}: float values in [{lo:g}, {hi:g}], expected [0, 1] or [0, 255]"
+            f"{src.where}: float values in [{lo:g}, {hi:g}], expected [0, 1] or [0, 255]"
         )
-    scale = 255.0 if hi <= 1.0 else 1.0
-    out = np.empty(arr.shape, np.uint8)
-    for s in range(0, len(arr), _FLOAT_CHUNK):
-        out[s : s + _FLOAT_CHUNK] = np.rint(arr[s : s + _FLOAT_CHUNK] * scale).clip(0, 255)
-    return out
+    return 255.0 if hi <= 1.0 else 1.0
 
 
 def _labels(raw: np.ndarray, n: int, where: str) -> np.ndarray:
@@ -235,9 +291,14 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise InputError(f"{path}: key {key!r} unreadable ({type(e).__name__}: {e})") from None
 
+    def member(key: str) -> _Member:
+        if key not in keys:
+            raise InputError(f"{path}: missing key {key!r} (found: {', '.join(sorted(keys))})")
+        return _Member(z, key, path)
+
     official = None
     if "images" in keys:
-        images = _array_to_images(get("images"), f"{path}: images", size)
+        images = _images(member("images"), size)
         labels = _labels(get("labels"), len(images), f"{path}: labels")
         if class_names is None and "class_names" in keys:
             stored = get("class_names")
@@ -245,13 +306,16 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
                 raise InputError(f"{path}: class_names must be a 1-D array of strings")
             class_names = [str(c) for c in stored]
     elif "train_images" in keys:
-        parts, labs, names = [], [], []
-        for split in MEDMNIST_SPLITS:
-            im = _array_to_images(get(f"{split}_images"), f"{path}: {split}_images", size)
-            labs.append(_labels(get(f"{split}_labels"), len(im), f"{path}: {split}_labels"))
-            parts.append(im)
-            names += [split] * len(im)
-        images, labels = np.concatenate(parts), np.concatenate(labs)
+        parts = [member(f"{split}_images") for split in MEDMNIST_SPLITS]
+        images = np.empty((sum(p.shape[0] for p in parts), *size, 3), np.uint8)
+        labs, names, start = [], [], 0
+        for split, part in zip(MEDMNIST_SPLITS, parts, strict=True):
+            n = part.shape[0]
+            _images(part, size, images[start : start + n])  # filled in place, no concatenate
+            labs.append(_labels(get(f"{split}_labels"), n, f"{path}: {split}_labels"))
+            names += [split] * n
+            start += n
+        labels = np.concatenate(labs)
         if medmnist_split:
             official = np.array(names)
     else:
@@ -311,16 +375,24 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
 
     from tqdm import tqdm
 
+    images = np.empty((len(files), *size, 3), np.uint8)  # decoded straight into place
+
+    def read(i: int) -> bool:
+        img = _read_image(files[i][0], size)
+        if img is not None:
+            images[i] = img
+        return img is not None
+
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:  # cv2 drops the GIL
-        decoded = list(tqdm(ex.map(lambda f: _read_image(f[0], size), files), total=len(files),
+        decoded = list(tqdm(ex.map(read, range(len(files))), total=len(files),
                             desc="reading", unit="img", disable=None))
-    bad = [str(p) for (p, _), img in zip(files, decoded, strict=True) if img is None]
+    bad = [str(p) for (p, _), good in zip(files, decoded, strict=True) if not good]
     if bad and strict:
         raise InputError(f"{bad[0]}: unreadable image (--strict)")
     if bad:
         shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         print(f"warning: skipped {len(bad)} unreadable image(s): {shown}", file=sys.stderr)
-    ok = [i for i, img in enumerate(decoded) if img is not None]
+    ok = [i for i, good in enumerate(decoded) if good]
     labels = np.array([files[i][1] for i in ok], np.int64)
     if len(ok) == 0:
         raise InputError(f"{root}: no readable images")
@@ -328,7 +400,10 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
     if (counts == 0).any():
         name = folders[int(np.argmin(counts))]
         raise InputError(f"{root / name}: class {name!r} has no readable images")
-    images = np.stack([decoded[i] for i in ok])
+    for j, i in enumerate(ok):  # close the gaps of skipped files in place (rows move down)
+        if i != j:
+            images[j] = images[i]
+    images = images[: len(ok)]
     ids = [files[i][0].relative_to(root).as_posix() for i in ok]
     return Dataset(images, labels, list(folders), str(root), ids, None, bad)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from builder import format as fmt
-from builder.build import WORK
+from builder.builddir import WORK
 from builder.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +190,18 @@ def test_lost_or_damaged_shard_is_rebuilt(tiny, tmp_path, capsys):
     assert f"kept {len(before) - 2} finished shards" in out_text
     assert (out / fmt.MANIFEST_NAME).read_bytes() == manifest
     assert shard_bytes(out) == before
+
+
+def test_each_thread_has_its_own_augmenter():
+    # An Augmenter reseeds itself per sample: a dask worker running two tasks at once in one
+    # process must not share one, or the shards' bytes depend on thread timing.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from builder.build import _augmenter
+    from builder.policy import load_policy
+
+    policy = load_policy("light")
+    assert _augmenter(policy) is _augmenter(policy)
+    with ThreadPoolExecutor(1) as ex:
+        other = ex.submit(_augmenter, policy).result()
+    assert other is not _augmenter(policy) and other.policy.hash == policy.hash
