@@ -5,13 +5,15 @@
 Without BUILD_DIR it writes one to /tmp/frozenaug-bench-build from the shared blood-cell set:
 each of 10 frozen epochs is every image (flipped/rotated as a stand-in for augmentation) in
 another order, written with the builder's own write_shard. Each pipeline is iterated by the same
-training-style loop (touch every batch, no model). Peak RSS is sampled while the reader goes
-through all frozen epochs.
+training-style loop (touch every batch, no model); rounds alternate between the reader and the
+in-memory pipeline and the best of each counts, with CPU time per image beside the rate. Peak RSS
+is sampled while the reader goes through all frozen epochs the first time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -118,6 +120,29 @@ def drain(batches: Iterable, limit: int | None = None) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
+def busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (Linux /proc/stat; stolen time counts as
+    busy), or None where that is not known."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def timed(batches: Iterable, limit: int) -> tuple[float, float, float]:
+    """(images/s, CPU microseconds per image over all threads of this process, CPU cores other
+    processes kept busy meanwhile (nan if unknown)) of a drain. The CPU per image depends
+    less on other processes than the rate does."""
+    busy, cpu = busy_seconds(), time.process_time()
+    n, dt = drain(batches, limit)
+    cpu = time.process_time() - cpu
+    after = busy_seconds()
+    others = math.nan if busy is None or after is None else max(0.0, after - busy - cpu) / dt
+    return n / dt, cpu / n * 1e6, others
+
+
 def in_memory(x: np.ndarray, y: np.ndarray, batch: int, augment: bool = False,
               drop_remainder: bool = False):
     """The usual alternative: the whole set in memory, shuffled by tf.data, optionally
@@ -144,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("build", nargs="?", help=f"build directory (default: make {DEFAULT_BUILD})")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=10, help="frozen epochs to read (and build)")
-    p.add_argument("--rounds", type=int, default=2, help="repeat reader and in-memory runs")
+    p.add_argument("--rounds", type=int, default=3, help="repeat reader and in-memory runs")
     p.add_argument("--aug-images", type=int, default=20000, help="images for lazy augmentation")
     args = p.parse_args(argv)
 
@@ -153,37 +178,49 @@ def main(argv: list[str] | None = None) -> int:
 
     s = ShardStream(build, batch_size=args.batch_size)
     epochs = min(args.epochs, s.epochs)
+    count = epochs * s.num_samples
     import tensorflow as tf  # after the build: TF's own memory is part of the baseline below
 
     print(f"build {build}: {s.num_samples} images/epoch, {s.epochs} frozen epochs, "
-          f"{s.image_shape}, batch {args.batch_size}, tf {tf.__version__}")
+          f"{s.image_shape}, batch {args.batch_size}, tf {tf.__version__}, "
+          f"{os.cpu_count()} CPUs")
+    load = os.getloadavg()
     drain(s.dataset(repeat=True), 4 * args.batch_size)  # warm: TF graph, page cache
-    # Best of --rounds: other processes share the CPU. All reader rounds come first, so the
-    # peak RSS is the reader's alone, not the in-memory set's.
-    reader, peak, base = 0.0, 0, 0
-    for _ in range(args.rounds):
-        with PeakRSS() as rss:
-            base = base or rss.peak
-            n, dt = drain(s.dataset(repeat=True), epochs * s.num_samples)
-        reader, peak = max(reader, n / dt), max(peak, rss.peak)
-    print(f"shard reader      {reader:>9,.0f} images/s  ({n:,} images = {epochs} frozen epochs "
-          f"per round); peak RSS {peak / 2**30:.2f} GiB "
-          f"(+{(peak - base) / 2**30:.2f} over {base / 2**30:.2f} before reading)")
-
+    # Peak RSS of the reader alone, before the in-memory set exists.
+    with PeakRSS() as rss:
+        base = rss.peak
+        reader = [timed(s.dataset(repeat=True), count)]
     x = np.concatenate([b[0] for b in s.iter_numpy(0)])
     y = np.concatenate([b[1] for b in s.iter_numpy(0)])
     mem_ds = in_memory(x, y, args.batch_size)
     drain(mem_ds, 4 * args.batch_size)
-    memory = max(n / dt for n, dt in (drain(mem_ds, epochs * s.num_samples)
-                                      for _ in range(args.rounds)))
-    print(f"in-memory numpy   {memory:>9,.0f} images/s  (same count)")
+    memory = []
+    # Best of --rounds, reader and in-memory rounds alternating: other processes share the
+    # CPU, and alternating exposes both to the same changes in load.
+    for r in range(args.rounds):
+        memory.append(timed(mem_ds, count))
+        if r:
+            reader.append(timed(s.dataset(repeat=True), count))
+    load = tuple(map(max, load, os.getloadavg()))
+    (rate, _, others), cpu = max(reader), min(c for _, c, _ in reader)
+    (mem_rate, _, mem_others), mem_cpu = max(memory), min(c for _, c, _ in memory)
+    print(f"shard reader      {rate:>9,.0f} images/s  {cpu:5.1f} us CPU/image  ({count:,} images "
+          f"= {epochs} frozen epochs per round); peak RSS {rss.peak / 2**30:.2f} GiB "
+          f"(+{(rss.peak - base) / 2**30:.2f} over {base / 2**30:.2f} before reading)")
+    print(f"in-memory numpy   {mem_rate:>9,.0f} images/s  {mem_cpu:5.1f} us CPU/image  "
+          "(same count)")
     aug_ds = in_memory(x, y, args.batch_size, augment=True)
     drain(aug_ds, 4 * args.batch_size)
     n, dt = drain(aug_ds, args.aug_images)
     lazy = n / dt
     print(f"lazy augmentation {lazy:>9,.0f} images/s  ({n:,} images)")
-    print(f"reader / in-memory {reader / memory:.2f}x   reader / lazy augmentation "
-          f"{reader / lazy:.1f}x   (targets: >= 0.9x, >= 30,000 images/s, RSS <= 1.5 GB)")
+    print(f"reader / in-memory {rate / mem_rate:.2f}x (CPU per image, in-memory / reader "
+          f"{mem_cpu / cpu:.2f}x)   "
+          f"reader / lazy augmentation {rate / lazy:.1f}x   "
+          "(targets: >= 0.9x, >= 30,000 images/s, RSS <= 1.5 GB)")
+    print(f"best of {args.rounds} rounds each; other processes kept {others:.2f} and "
+          f"{mem_others:.2f} CPU cores busy during the best rounds; load average (1, 5, 15 min, "
+          f"highest seen) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
 
 

@@ -258,3 +258,38 @@ def test_compressed_shard_is_read_through_h5py(build: Path) -> None:
                           chunks=(64, 4, 4, 3), compression="gzip")
     assert stream_mod._raw_offsets(ds) is None
     f.close()
+
+
+def test_yielded_batches_are_never_overwritten(build: Path) -> None:
+    # One block per group and batches that straddle groups: many group buffers, with carries.
+    s = ShardStream(build, batch_size=48, buffer_blocks=1, seed=4)
+    it = iter(s.dataset(repeat=True))
+    held = [next(it) for _ in range(3 * s.steps_per_epoch)]  # TF tensors, aliasing buffers
+    want = [b for e in range(3) for b in ShardStream(build, batch_size=48, buffer_blocks=1,
+                                                     seed=4).iter_numpy(e)]
+    assert len(held) == len(want)
+    for (gx, gy), (wx, wy) in zip(held, want, strict=True):
+        np.testing.assert_array_equal(gx.numpy(), wx)
+        np.testing.assert_array_equal(gy.numpy(), wy)
+    src, stamp = read_stamp(np.concatenate([x.numpy() for x, _ in held]))
+    for e in range(3):
+        assert sorted(src[stamp == e].tolist()) == list(range(300))
+
+
+def test_group_buffers_are_reused(build: Path) -> None:
+    s = ShardStream(build, batch_size=32, buffer_blocks=1)
+    for e in range(3):  # 15 groups; a consumer that lets go of each batch
+        for _ in s.iter_numpy(e):
+            pass
+    assert 1 <= len(s._buffers._raw) <= 3
+
+
+def test_scattered_reads_split_into_several_preadv(
+    build: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = list(ShardStream(build, batch_size=50, seed=5).iter_numpy(2))
+    monkeypatch.setattr(stream_mod, "_IOV_MAX", 16)  # a 64-image block takes 4 calls
+    split = list(ShardStream(build, batch_size=50, seed=5).iter_numpy(2))
+    for (ax, ay), (bx, by) in zip(whole, split, strict=True):
+        np.testing.assert_array_equal(ax, bx)
+        np.testing.assert_array_equal(ay, by)

@@ -3,8 +3,10 @@
 Reads are contiguous, chunk-aligned slices only. h5py serialises every call behind one lock, and
 a fancy-indexed read (``ds[sorted_idx]``) runs ~600 images/s where a contiguous slice runs
 hundreds of thousands; so shuffling happens at two levels instead: the order of chunk-sized
-blocks across all shards of an epoch, then a permutation inside a buffer of several blocks in
-numpy. Only the current frozen epoch's shards are open, so memory does not depend on K.
+blocks across all shards of an epoch, then a permutation inside a group of several blocks. The
+permutation costs no copy: each block is read with one ``preadv`` whose destination rows are the
+permuted rows of the group buffer. Only the current frozen epoch's shards are open, so memory
+does not depend on K.
 
 Keras epoch ``e`` reads frozen epoch ``e mod K``; the shuffle is seeded by ``(seed, e)``, so a
 second pass over the same frozen epoch comes in another order.
@@ -17,6 +19,8 @@ import itertools
 import json
 import math
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,9 +36,15 @@ if TYPE_CHECKING:
 
 Batch = tuple[np.ndarray, np.ndarray]
 
-# 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and the
-# buffer stays ~28 MiB at 96x96.
+# 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and a
+# group buffer is ~28 MiB at 96x96 (a stream keeps at most _Buffers.keep of them).
 DEFAULT_BUFFER_BLOCKS = 16
+# Most buffers one preadv may fill (POSIX guarantees 16, Linux allows 1024).
+_IOV_MAX = (
+    max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+    if "SC_IOV_MAX" in getattr(os, "sysconf_names", {})
+    else 16
+)
 
 
 @dataclass
@@ -45,6 +55,43 @@ class _OpenShard:
     block: int  # images per chunk: reads start on multiples of it
     fd: int  # the same file, for raw chunk reads
     offsets: list[int] | None  # file offset of each chunk when chunks are plain bytes
+
+
+class _Buffers:
+    """Image buffers for groups, 64-byte aligned, reused once nothing refers to them.
+
+    Aligned: TensorFlow then wraps a yielded array (and rebatches it) without copying it.
+    Reused: a fresh 28 MiB buffer costs a page fault per 4 KiB on first write, about as much as
+    the read itself. A buffer is reused only when its reference count shows that no view of it
+    is alive (TensorFlow holds a reference for as long as a tensor aliases it), so what was
+    yielded is never overwritten. Safe to share between iterators (threads)."""
+
+    def __init__(self, image_shape: tuple[int, ...], keep: int = 8) -> None:
+        self.image_shape = tuple(image_shape)
+        self.keep = keep
+        self.rows = 0
+        self._raw: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        probe = [np.empty(1)]
+        self._idle = sys.getrefcount(probe[0])  # the count of an array only this list holds
+
+    def take(self, rows: int) -> np.ndarray:
+        """A (rows, *image_shape) uint8 buffer that nothing else refers to."""
+        with self._lock:
+            if rows > self.rows:  # larger groups than before: start over with bigger buffers
+                self.rows, self._raw = rows, []
+            for i in range(len(self._raw)):
+                if sys.getrefcount(self._raw[i]) <= self._idle:
+                    return self._aligned(self._raw[i], rows)
+            raw = np.empty(self.rows * math.prod(self.image_shape) + 64, np.uint8)
+            if len(self._raw) < self.keep:
+                self._raw.append(raw)
+            return self._aligned(raw, rows)
+
+    def _aligned(self, raw: np.ndarray, rows: int) -> np.ndarray:
+        start = -raw.ctypes.data % 64
+        size = rows * math.prod(self.image_shape)
+        return raw[start : start + size].reshape(rows, *self.image_shape)
 
 
 def _raw_offsets(images: h5py.Dataset) -> list[int] | None:
@@ -137,6 +184,9 @@ class ShardStream:
         self.steps_per_epoch = math.floor(steps) if self.drop_remainder else math.ceil(steps)
         if self.steps_per_epoch < 1:
             raise ValueError(f"{self.num_samples} {split} samples give no batch of {batch_size}")
+        # Shared by every dataset and iter_numpy of this stream, so memory stays bounded however
+        # often Keras makes a new iterator (TensorFlow keeps a from_generator's generator alive).
+        self._buffers = _Buffers(self.image_shape)
         # Epochs whose reading a dataset() has started, in order (for logs and tests).
         self.epochs_read: list[int] = []
         if validate:
@@ -250,28 +300,27 @@ class ShardStream:
             ]
             if rng is not None:
                 blocks = [blocks[j] for j in rng.permutation(len(blocks))]
+            # A group: its blocks plus a carry of less than one batch from the one before.
+            rows = min(self.num_samples, self.buffer_blocks * max(s.block for s in shards) + bs)
             carry_x = np.empty((0, *self.image_shape), np.uint8)
             carry_y = np.empty((0, self.num_classes), np.float32)
             for g in range(0, len(blocks), self.buffer_blocks):
                 group = blocks[g : g + self.buffer_blocks]
                 last = g + self.buffer_blocks >= len(blocks)
                 n = len(carry_x) + sum(b - a for _, a, b in group)
-                # A fresh buffer per group: what is yielded may be a view of it (or aliased by
-                # TensorFlow), so it is never overwritten.
-                x = np.empty((n, *self.image_shape), np.uint8)
+                x = self._buffers.take(rows)[:n]
                 y = np.empty((n, self.num_classes), np.float32)
-                pos = len(carry_x)
-                x[:pos], y[:pos] = carry_x, carry_y
+                # Where each image goes: a permutation of the group (shuffle), or in order.
+                to = rng.permutation(n) if rng is not None else np.arange(n)
+                c = len(carry_x)
+                x[to[:c]], y[to[:c]] = carry_x, carry_y
+                pos = c
                 for i, a, b in group:
-                    s = shards[i]
-                    dest = np.s_[pos : pos + b - a]
-                    self._read_rows(s, a, b, x, dest)
+                    s, dest = shards[i], to[pos : pos + b - a]
+                    self._read_rows(s, a, b, x, np.s_[pos : pos + b - a] if rng is None else dest)
                     y[dest] = s.targets[a:b]
                     pos += b - a
                 full = n if last and not self.drop_remainder else n - n % bs
-                if rng is not None:
-                    order = rng.permutation(n)
-                    x, y = x[order], y[order]
                 if full:
                     yield x[:full], y[:full]
                 carry_x, carry_y = x[full:], y[full:]
@@ -301,20 +350,30 @@ class ShardStream:
         stack.callback(os.close, fd)
         return _OpenShard(entry, images, targets, block, fd, _raw_offsets(images))
 
-    def _read_rows(self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice) -> None:
-        """Rows a:b of a shard's images into x[dest], a chunk-aligned block.
+    def _read_rows(
+        self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice | np.ndarray
+    ) -> None:
+        """Rows a:b of a shard's images (a chunk-aligned block) into ``x[dest]``: a slice, or
+        the destination row of each image.
 
-        Uncompressed chunks are plain C-order bytes at a known offset: one pread straight into
-        the buffer, which (unlike h5py) releases the GIL and skips h5py's global lock, so the
-        training loop keeps running meanwhile. Anything else goes through h5py."""
+        Uncompressed chunks are plain C-order bytes at a known offset: one preadv straight into
+        the destination rows, which (unlike h5py) releases the GIL and skips h5py's global lock,
+        so the training loop keeps running meanwhile. Anything else goes through h5py."""
         if s.offsets is None:
-            self._read(s.entry, s.images.read_direct, x, np.s_[a:b], dest)
+            if isinstance(dest, slice):
+                self._read(s.entry, s.images.read_direct, x, np.s_[a:b], dest)
+            else:
+                x[dest] = self._read(s.entry, lambda: s.images[a:b])
             return
-        out = x[dest]
-        got = self._read(s.entry, os.preadv, s.fd, [out], s.offsets[a // s.block])
-        if got != out.nbytes:
-            path = self.manifest.path_of(s.entry)
-            raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
+        out = [x[dest]] if isinstance(dest, slice) else [x[r] for r in dest.tolist()]
+        offset = s.offsets[a // s.block]
+        for k in range(0, len(out), _IOV_MAX):
+            part = out[k : k + _IOV_MAX]
+            want = (b - a if isinstance(dest, slice) else len(part)) * x.strides[0]
+            if self._read(s.entry, os.preadv, s.fd, part, offset) != want:
+                path = self.manifest.path_of(s.entry)
+                raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
+            offset += want
 
     @contextlib.contextmanager
     def _opened(self, entry: fmt.ShardEntry) -> Iterator[h5py.File]:
