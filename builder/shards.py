@@ -1,10 +1,18 @@
-"""Write one shard (see builder/format.py) atomically and describe it for the manifest."""
+"""Write one shard (see builder/format.py) atomically and describe it for the manifest.
+
+Disk full: HDF5 copes badly with a failed write (a RuntimeError from deep in its cache, noise on
+stderr, in repeated failures even a crash), so free space is checked before HDF5 touches the
+disk, and an ENOSPC/EDQUOT that still happens (another process filled the disk meanwhile)
+becomes a one-line ``InputError``; either way the temporary file is removed.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -12,6 +20,12 @@ import numpy as np
 
 from builder import format as fmt
 from builder.atomic import atomic_path
+from builder.errors import InputError
+
+# HDF5's own bytes in a shard (superblock, object headers, chunk index, attributes): ~5 KiB
+# measured for 2048 images; the margin also covers the file system's block rounding.
+SHARD_OVERHEAD_BYTES = 64 * 1024
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
@@ -20,6 +34,48 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def shard_bytes_estimate(n: int, image_shape: tuple[int, ...], num_classes: int,
+                         soft_labels: bool) -> int:
+    """An upper estimate of a shard's file size (uncompressed data plus HDF5's overhead)."""
+    per_image = int(np.prod(image_shape)) + 4 + 8 + (4 * num_classes if soft_labels else 0)
+    return n * per_image + SHARD_OVERHEAD_BYTES
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Bytes an unprivileged process may still write in ``folder``'s file system."""
+    return int(shutil.disk_usage(folder).free)
+
+
+def _size(n: float) -> str:
+    """Bytes in a unit that keeps the needed/free comparison readable."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= 10 * scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n):,} bytes"
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise an InputError naming ``what`` unless ``folder``'s file system has ``needed`` bytes.
+
+    Raises:
+        InputError: not enough space (the message gives both numbers).
+    """
+    free = free_bytes(folder)
+    if free < needed:
+        raise InputError(
+            f"{what}: not enough disk space: needs about {_size(needed)}, only {_size(free)} "
+            f"free in {folder}; free some space (or choose another --out) and run again"
+        )
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    # HDF5 reports a failed write as OSError or RuntimeError whose text carries the errno.
+    if getattr(e, "errno", None) in _DISK_FULL:
+        return True
+    text = str(e)
+    return any(f"errno = {n}," in text for n in _DISK_FULL) or "No space left" in text
 
 
 def write_shard(
@@ -49,34 +105,21 @@ def write_shard(
     if soft_labels is not None and soft_labels.shape != (n, len(class_names)):
         raise ValueError(f"soft_labels must be ({n}, {len(class_names)}), got {soft_labels.shape}")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        # libver pinned and times untracked: HDF5 then writes the same bytes for the same data.
-        with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
-            chunk = (max(1, min(n, fmt.CHUNK_IMAGES)), *images.shape[1:])
-            f.create_dataset(
-                fmt.DS_IMAGES, data=images, chunks=chunk if n else None, track_times=False
-            )
-            f.create_dataset(
-                fmt.DS_LABELS, data=labels.astype(fmt.LABEL_DTYPE), track_times=False
-            )
-            f.create_dataset(
-                fmt.DS_SOURCE_INDEX,
-                data=source_index.astype(fmt.SOURCE_INDEX_DTYPE),
-                track_times=False,
-            )
-            if soft_labels is not None:
-                f.create_dataset(
-                    fmt.DS_SOFT_LABELS,
-                    data=soft_labels.astype(fmt.SOFT_LABEL_DTYPE),
-                    track_times=False,
-                )
-            f.attrs[fmt.ATTR_SCHEMA_VERSION] = fmt.SCHEMA_VERSION
-            f.attrs[fmt.ATTR_CLASS_NAMES] = json.dumps(list(class_names))
-            f.attrs[fmt.ATTR_SPLIT] = split
-            f.attrs[fmt.ATTR_EPOCH] = int(epoch)
-            f.attrs[fmt.ATTR_SHARD_INDEX] = int(shard_index)
-            f.attrs[fmt.ATTR_POLICY_HASH] = policy_hash
-        digest = sha256_file(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = shard_bytes_estimate(n, images.shape[1:], len(class_names), soft_labels is not None)
+    check_free_space(path.parent, needed, str(path))
+    try:
+        digest = _write(path, images, labels, source_index, soft_labels, class_names=class_names,
+                        split=split, shard_index=shard_index, epoch=epoch,
+                        policy_hash=policy_hash)
+    except (OSError, RuntimeError) as e:
+        if not _is_disk_full(e):
+            raise
+        raise InputError(
+            f"{path}: disk full while writing this shard (needs about {_size(needed)}, "
+            f"{_size(free_bytes(path.parent))} free now in {path.parent}); free some space and "
+            "run the same command again to resume"
+        ) from None
     counts = np.bincount(labels.astype(np.int64), minlength=len(class_names))
     return fmt.ShardEntry(
         path=relpath if relpath is not None else path.name,
@@ -88,3 +131,41 @@ def write_shard(
         sha256=digest,
         soft_labels=soft_labels is not None,
     )
+
+
+def _write(path: Path, images: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
+           soft_labels: np.ndarray | None, *, class_names: list[str], split: str,
+           shard_index: int, epoch: int, policy_hash: str) -> str:
+    """The HDF5 file under a temporary name, renamed into place; returns its sha256."""
+    n = len(images)
+    with atomic_path(path) as tmp:
+        # libver pinned and times untracked: HDF5 then writes the same bytes for the same data.
+        with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+            chunk = (max(1, min(n, fmt.CHUNK_IMAGES)), *images.shape[1:])
+            # Each dataset is flushed at once: HDF5 allocates a chunk's file space when the
+            # dataset is closed, and a thread holding frames (dask's profiler) can delay that
+            # close and so move the chunk, changing the file's bytes.
+            f.create_dataset(
+                fmt.DS_IMAGES, data=images, chunks=chunk if n else None, track_times=False
+            ).id.flush()
+            f.create_dataset(
+                fmt.DS_LABELS, data=labels.astype(fmt.LABEL_DTYPE), track_times=False
+            ).id.flush()
+            f.create_dataset(
+                fmt.DS_SOURCE_INDEX,
+                data=source_index.astype(fmt.SOURCE_INDEX_DTYPE),
+                track_times=False,
+            ).id.flush()
+            if soft_labels is not None:
+                f.create_dataset(
+                    fmt.DS_SOFT_LABELS,
+                    data=soft_labels.astype(fmt.SOFT_LABEL_DTYPE),
+                    track_times=False,
+                ).id.flush()
+            f.attrs[fmt.ATTR_SCHEMA_VERSION] = fmt.SCHEMA_VERSION
+            f.attrs[fmt.ATTR_CLASS_NAMES] = json.dumps(list(class_names))
+            f.attrs[fmt.ATTR_SPLIT] = split
+            f.attrs[fmt.ATTR_EPOCH] = int(epoch)
+            f.attrs[fmt.ATTR_SHARD_INDEX] = int(shard_index)
+            f.attrs[fmt.ATTR_POLICY_HASH] = policy_hash
+        return sha256_file(tmp)
