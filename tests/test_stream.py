@@ -12,6 +12,7 @@ from build_factory import VAL_TEST_EPOCH_STAMP, make_build, read_stamp
 
 from builder import format as fmt
 from builder.errors import InputError
+from trainer import rawio
 from trainer import stream as stream_mod
 from trainer.stream import ShardStream
 
@@ -242,7 +243,7 @@ def test_keras_fit_reads_a_new_frozen_epoch_each_epoch(build: Path) -> None:
 
 def test_raw_chunk_reads_equal_h5py_reads(build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = list(ShardStream(build, batch_size=50, seed=2).iter_numpy(1))
-    monkeypatch.setattr(stream_mod, "_raw_offsets", lambda images: None)  # h5py path only
+    monkeypatch.setattr(rawio, "raw_chunk_offsets", lambda images: None)  # h5py path only
     via_h5py = list(ShardStream(build, batch_size=50, seed=2).iter_numpy(1))
     for (rx, ry), (hx, hy) in zip(raw, via_h5py, strict=True):
         np.testing.assert_array_equal(rx, hx)
@@ -252,11 +253,11 @@ def test_raw_chunk_reads_equal_h5py_reads(build: Path, monkeypatch: pytest.Monke
 def test_compressed_shard_is_read_through_h5py(build: Path) -> None:
     m = fmt.load_manifest(build)
     with h5py.File(m.path_of(m.shards_of("train", 0)[0])) as f:
-        assert stream_mod._raw_offsets(f[fmt.DS_IMAGES]) is not None  # plain chunks: raw
+        assert rawio.raw_chunk_offsets(f[fmt.DS_IMAGES]) is not None  # plain chunks: raw
     f = h5py.File("gz.h5", "w", driver="core", backing_store=False)
     ds = f.create_dataset("images", data=np.zeros((70, 4, 4, 3), np.uint8),
                           chunks=(64, 4, 4, 3), compression="gzip")
-    assert stream_mod._raw_offsets(ds) is None
+    assert rawio.raw_chunk_offsets(ds) is None
     f.close()
 
 
@@ -288,7 +289,7 @@ def test_scattered_reads_split_into_several_preadv(
     build: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = list(ShardStream(build, batch_size=50, seed=5).iter_numpy(2))
-    monkeypatch.setattr(stream_mod, "_IOV_MAX", 16)  # a 64-image block takes 4 calls
+    monkeypatch.setattr(rawio, "IOV_MAX", 16)  # a 64-image block takes 4 calls
     split = list(ShardStream(build, batch_size=50, seed=5).iter_numpy(2))
     for (ax, ay), (bx, by) in zip(whole, split, strict=True):
         np.testing.assert_array_equal(ax, bx)

@@ -19,8 +19,6 @@ import itertools
 import json
 import math
 import os
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +28,7 @@ import numpy as np
 
 from builder import format as fmt
 from builder.errors import InputError
+from trainer import rawio
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -37,16 +36,8 @@ if TYPE_CHECKING:
 Batch = tuple[np.ndarray, np.ndarray]
 
 # 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and a
-# group buffer is ~28 MiB at 96x96 (a stream keeps at most _Buffers.keep of them).
+# group buffer is ~28 MiB at 96x96 (a stream keeps at most GroupBuffers.keep of them).
 DEFAULT_BUFFER_BLOCKS = 16
-# Most buffers one preadv may fill (POSIX guarantees 16, Linux allows 1024).
-_IOV_MAX = (
-    max(16, min(1024, os.sysconf("SC_IOV_MAX")))
-    if "SC_IOV_MAX" in getattr(os, "sysconf_names", {})
-    else 16
-)
-
-
 @dataclass
 class _OpenShard:
     entry: fmt.ShardEntry
@@ -55,61 +46,6 @@ class _OpenShard:
     block: int  # images per chunk: reads start on multiples of it
     fd: int  # the same file, for raw chunk reads
     offsets: list[int] | None  # file offset of each chunk when chunks are plain bytes
-
-
-class _Buffers:
-    """Image buffers for groups, 64-byte aligned, reused once nothing refers to them.
-
-    Aligned: TensorFlow then wraps a yielded array (and rebatches it) without copying it.
-    Reused: a fresh 28 MiB buffer costs a page fault per 4 KiB on first write, about as much as
-    the read itself. A buffer is reused only when its reference count shows that no view of it
-    is alive (TensorFlow holds a reference for as long as a tensor aliases it), so what was
-    yielded is never overwritten. Safe to share between iterators (threads)."""
-
-    def __init__(self, image_shape: tuple[int, ...], keep: int = 8) -> None:
-        self.image_shape = tuple(image_shape)
-        self.keep = keep
-        self.rows = 0
-        self._raw: list[np.ndarray] = []
-        self._lock = threading.Lock()
-        probe = [np.empty(1)]
-        self._idle = sys.getrefcount(probe[0])  # the count of an array only this list holds
-
-    def take(self, rows: int) -> np.ndarray:
-        """A (rows, *image_shape) uint8 buffer that nothing else refers to."""
-        with self._lock:
-            if rows > self.rows:  # larger groups than before: start over with bigger buffers
-                self.rows, self._raw = rows, []
-            for i in range(len(self._raw)):
-                if sys.getrefcount(self._raw[i]) <= self._idle:
-                    return self._aligned(self._raw[i], rows)
-            raw = np.empty(self.rows * math.prod(self.image_shape) + 64, np.uint8)
-            if len(self._raw) < self.keep:
-                self._raw.append(raw)
-            return self._aligned(raw, rows)
-
-    def _aligned(self, raw: np.ndarray, rows: int) -> np.ndarray:
-        start = -raw.ctypes.data % 64
-        size = rows * math.prod(self.image_shape)
-        return raw[start : start + size].reshape(rows, *self.image_shape)
-
-
-def _raw_offsets(images: h5py.Dataset) -> list[int] | None:
-    """File offset of each chunk if every chunk is whole images stored as plain bytes (no
-    compression or other filter), else None."""
-    c = images.chunks
-    if not c or images.dtype != np.uint8 or tuple(c[1:]) != images.shape[1:]:
-        return None
-    if images.id.get_create_plist().get_nfilters():
-        return None
-    chunk_bytes = int(np.prod(c))
-    offsets = []
-    for a in range(0, images.shape[0], c[0]):
-        info = images.id.get_chunk_info_by_coord((a,) + (0,) * (len(c) - 1))
-        if info.byte_offset is None or info.filter_mask or info.size != chunk_bytes:
-            return None
-        offsets.append(int(info.byte_offset))
-    return offsets
 
 
 class ShardStream:
@@ -186,7 +122,7 @@ class ShardStream:
             raise ValueError(f"{self.num_samples} {split} samples give no batch of {batch_size}")
         # Shared by every dataset and iter_numpy of this stream, so memory stays bounded however
         # often Keras makes a new iterator (TensorFlow keeps a from_generator's generator alive).
-        self._buffers = _Buffers(self.image_shape)
+        self._buffers = rawio.GroupBuffers(self.image_shape)
         # Epochs whose reading a dataset() has started, in order (for logs and tests).
         self.epochs_read: list[int] = []
         if validate:
@@ -348,7 +284,7 @@ class ShardStream:
         block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
         fd = os.open(self.manifest.path_of(entry), os.O_RDONLY)
         stack.callback(os.close, fd)
-        return _OpenShard(entry, images, targets, block, fd, _raw_offsets(images))
+        return _OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images))
 
     def _read_rows(
         self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice | np.ndarray
@@ -367,8 +303,8 @@ class ShardStream:
             return
         out = [x[dest]] if isinstance(dest, slice) else [x[r] for r in dest.tolist()]
         offset = s.offsets[a // s.block]
-        for k in range(0, len(out), _IOV_MAX):
-            part = out[k : k + _IOV_MAX]
+        for k in range(0, len(out), rawio.IOV_MAX):
+            part = out[k : k + rawio.IOV_MAX]
             want = (b - a if isinstance(dest, slice) else len(part)) * x.strides[0]
             if self._read(s.entry, os.preadv, s.fd, part, offset) != want:
                 path = self.manifest.path_of(s.entry)
