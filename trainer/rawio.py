@@ -13,8 +13,8 @@ import numpy as np
 
 # Most buffers one preadv may fill (POSIX guarantees 16, Linux allows 1024).
 IOV_MAX = (
-    max(16, min(1024, os.sysconf("SCIOV_MAX")))
-    if "SCIOV_MAX" in getattr(os, "sysconf_names", {})
+    max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+    if "SC_IOV_MAX" in getattr(os, "sysconf_names", {})
     else 16
 )
 
