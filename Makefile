@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/frozenaug-build build $(SAMPLE) --out $(OUT)/shards --epochs 3 --policy heavy --seed 0
 	$(BIN)/frozenaug-build preview $(OUT)/shards --out $(OUT)/shards/preview.png
 	$(BIN)/frozenaug-train fit $(OUT)/shards --model simple_cnn --weights none \
-		--epochs-coarse 4 --epochs-fine 2 --out $(OUT)/run
+		--epochs-coarse 12 --epochs-fine 3 --batch-size 32 --out $(OUT)/run --overwrite
 	$(BIN)/frozenaug-train evaluate $(OUT)/run $(OUT)/shards --distort --out $(OUT)/eval
 	@echo
 	@echo "Done. Removed outliers: $(OUT)/scan/scan.png; augmentation samples: $(OUT)/shards/preview.png;"

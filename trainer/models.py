@@ -45,7 +45,9 @@ def _simple_cnn(inputs: keras.KerasTensor) -> keras.KerasTensor:
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     for i, filters in enumerate((32, 64, 128)):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        # momentum 0.9, not 0.99: a small data set gives few steps, and with 0.99 the moving
+        # statistics used at evaluation are still near their initial values after ~50 steps.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     return keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -66,6 +68,11 @@ def _backbone(name: str, input_shape: tuple[int, int, int], weights: str) -> ker
             raise InputError(
                 f"--weights imagenet: the ImageNet weights of {name} could not be downloaded "
                 f"({str(e)[:120]}); use --weights none or a local .weights.h5/.keras file"
+            ) from None
+        if isinstance(e, ValueError) and "input size must be" in str(e).lower():
+            raise InputError(
+                f"--model {name}: images of {input_shape[0]}x{input_shape[1]} are too small "
+                f"({e}); build with a larger --size or use --model simple_cnn"
             ) from None
         raise
 
