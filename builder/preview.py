@@ -61,7 +61,8 @@ def _title(names: list[str], label: int, soft: np.ndarray | None) -> str:
     if soft is None or soft[label] >= 0.999:
         return names[label]
     top = np.argsort(-soft, kind="stable")[:2]
-    return " + ".join(f"{names[c]} {soft[c]:.2f}" for c in top if soft[c] > 0)
+    # one line per class: two long class names side by side overflow the column
+    return "\n".join(f"{names[c]} {soft[c]:.2f}" for c in top if soft[c] > 0)
 
 
 def _load_originals(m: fmt.Manifest, input_path: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +94,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     columns = [first] + [samples_of_epoch(m, e, rows) for e in range(1, m.epochs)]
     names = m.class_names
 
-    fig = Figure(figsize=(1.6 * (1 + len(columns)), 1.75 * len(rows)), dpi=100)
+    fig = Figure(figsize=(1.8 * (1 + len(columns)), 1.95 * len(rows)), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), 1 + len(columns), squeeze=False)
     for i, row in enumerate(rows):
@@ -103,7 +104,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             if col[i] is not None:
                 image, label, soft = col[i]
                 axes[i, j].imshow(image)
-                axes[i, j].set_title(f"epoch {j - 1}\n{_title(names, label, soft)}", fontsize=7)
+                axes[i, j].set_title(f"epoch {j - 1}: {_title(names, label, soft)}", fontsize=7)
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
