@@ -44,8 +44,9 @@ from builder.clean import clean_dataset
 from builder.config import BuildConfig, load_build_config
 from builder.errors import InputError
 from builder.intake import fingerprint, load_dataset
+from builder.lock import build_lock
 from builder.policy import Augmenter, Policy, batch_seed, load_policy, sample_seed
-from builder.shards import write_shard
+from builder.shards import check_free_space, shard_bytes_estimate, write_shard
 
 # A stream of the seed for the train shuffle, apart from policy's sample and batch seeds.
 _SHUFFLE_STREAM = 1
@@ -259,17 +260,18 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             medmnist_split=cfg.medmnist_split,
         )
         key = build_key(cfg, fingerprint(ds), policy.hash, builder.__version__)
-        state = bdir.prepare(key, overwrite=bool(cfg.overwrite))
-        if state == UP_TO_DATE:
-            return BuildResult(status=UP_TO_DATE, wall_seconds=time.perf_counter() - t0)
-        loaded = [ds]
-        del ds  # _build drops the pixels once they are on disk; no frame here may keep them
-        try:
-            result = _build(cfg, bdir, loaded, policy, key, client)
-        except InputError:
-            if state == FRESH:  # bad input found late: leave no half-started build behind
-                bdir.discard()
-            raise
+        with build_lock(bdir.root):  # one build per folder; the kernel drops it if killed
+            state = bdir.prepare(key, overwrite=bool(cfg.overwrite))
+            if state == UP_TO_DATE:
+                return BuildResult(status=UP_TO_DATE, wall_seconds=time.perf_counter() - t0)
+            loaded = [ds]
+            del ds  # _build drops the pixels once they are on disk; no frame here may keep them
+            try:
+                result = _build(cfg, bdir, loaded, policy, key, client)
+            except InputError:
+                if state == FRESH:  # bad input found late: leave no half-started build behind
+                    bdir.discard()
+                raise
     result.wall_seconds = time.perf_counter() - t0
     return result
 
@@ -288,13 +290,20 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
     splits, scan_summary = _split_and_scan(ds, cfg, bdir)
     if not len(splits.get("train", [])):
         raise InputError(f"{cfg.input}: no training images left after cleaning and splitting")
-    bdir.write_input(ds.images)
-    del ds  # workers read the memory map; the parent need not hold the pixels
-
     tasks = plan_tasks(splits, labels, cfg)
     bdir.remove_stale(t.relpath for t in tasks)
     done = bdir.finished_shards(t.relpath for t in tasks)
     pending = [t for t in tasks if t.relpath not in done]
+    # Refuse a full disk now, not with a crashed worker later (HDF5 copes badly with ENOSPC).
+    needed = sum(shard_bytes_estimate(len(t.rows), image_shape, len(class_names),
+                                      t.split == "train" and policy.mix is not None)
+                 for t in pending)
+    if not bdir.input_npy.is_file():
+        needed += ds.images.nbytes
+    check_free_space(bdir.root, needed, str(bdir.root))
+    bdir.write_input(ds.images)
+    del ds  # workers read the memory map; the parent need not hold the pixels
+
     ctx = WorkerContext(BuildDir(bdir.root.absolute()), class_names, policy, cfg.seed)
 
     result = BuildResult(status="built", shards_kept=len(done))

@@ -28,6 +28,7 @@ from builder import format as fmt
 from builder.atomic import atomic_path, remove_stale_temporaries, write_json
 from builder.config import BuildConfig
 from builder.errors import InputError
+from builder.lock import LOCK_NAME
 from builder.shards import sha256_file
 
 WORK = ".work"
@@ -35,7 +36,7 @@ WORK = ".work"
 CLEAN_NAMES = ("scan.json", "scan.png", "split.json")
 BUILD_NAMES = (fmt.MANIFEST_NAME, WORK, *fmt.SPLITS, *CLEAN_NAMES)
 # A folder holding only what `frozenaug-build clean` wrote may take a build.
-_CLEAN_OUTPUTS = {*CLEAN_NAMES, "cleaned.npz"}
+_CLEAN_OUTPUTS = {*CLEAN_NAMES, "cleaned.npz", LOCK_NAME}  # and the lock this build holds
 _KEY_FIELDS = ("input_fingerprint", "policy_hash", "frozenaug_version")
 
 UP_TO_DATE, RESUME, FRESH = "up to date", "resume", "fresh"
@@ -145,6 +146,8 @@ class BuildDir:
         """Undo a fresh build that failed on bad input: no half-started build stays behind."""
         for name in (WORK, *fmt.SPLITS):
             shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in CLEAN_NAMES:  # a fresh build cleared them first: these are its own
+            (self.root / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.root.rmdir()  # only if empty
 

@@ -11,6 +11,7 @@ Files written to the output folder, each atomically (see docs/SCAN.md for the sc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ def clean_dataset(
     else:
         keep, groups = np.ones(n, bool), np.arange(n)
     kept = np.flatnonzero(keep)
+    if not len(kept):
+        raise InputError(f"{ds.source}: the scan flagged all {n} images (duplicates across "
+                         "classes or outliers); nothing is left to split (--no-clean keeps all)")
     if medmnist_split:
         official = np.asarray(ds.official_split)
         splits = {s: kept[official[kept] == s] for s in SPLIT_NAMES}
@@ -156,7 +160,20 @@ def _flagged(flag: str, parse: Any, value: Any) -> Any:
         raise InputError(f"{flag}: {e}") from None
 
 
+def _check_out(out: str) -> None:
+    """Fail now, not after the scan, if --out cannot become a folder we can write into."""
+    p = Path(out)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise InputError(f"{q}: exists and is not a folder (--out {out})")
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise InputError(f"{q}: not writable (--out {out})")
+            return
+
+
 def _load(args: argparse.Namespace) -> Dataset:
+    _check_out(args.out)
     size = _flagged("--size", parse_size, _arg(args, "size"))
     classes = _flagged("--classes", parse_classes, _arg(args, "classes"))
     jobs = _arg(args, "jobs")

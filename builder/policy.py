@@ -160,9 +160,14 @@ def policy_from_dict(d: Any, source: str, default_name: str = "custom") -> Polic
     except (TypeError, ValueError) as e:
         raise InputError(f"{source}: bad mix ({e})") from None
     try:
-        with warnings.catch_warnings():  # misspelt arguments: reported below as an error
+        # Held back until the transform is known to be valid, so that a refused policy gives
+        # one line; misspelt arguments are dropped here and reported below as an error.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.filterwarnings("ignore", message=r".*are not valid for transform")
             transform = A.from_dict({"transform": d["transform"]})
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except KeyError as e:
         raise InputError(f"{source}: unknown transform or missing key {e} "
                          "(custom transforms are builder.ops.RandAugment, builder.ops.AugMix)"

@@ -42,7 +42,8 @@ def _check_attrs(f: h5py.File, m: fmt.Manifest, s: fmt.ShardEntry) -> list[str]:
     for name, value in want.items():
         got = f.attrs.get(name)
         got = got.decode() if isinstance(got, bytes) else got
-        if got is None or (got.item() if isinstance(got, np.generic) else got) != value:
+        got = got.item() if isinstance(got, np.generic) else got  # printed as 1, not np.int64(1)
+        if got is None or got != value:
             problems.append(f"attribute {name} is {got!r}, manifest says {value!r}")
     try:
         names = json.loads(f.attrs.get(fmt.ATTR_CLASS_NAMES, ""))

@@ -98,6 +98,9 @@ def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test") -
     size = run.image_shape[:2]
     if p.is_dir():  # a folder per class: the same names as the run's, read in the run's order
         folders = sorted(c.name for c in p.iterdir() if c.is_dir() and not c.name.startswith("."))
+        if not folders:
+            raise InputError(f"{p}: no class sub-folders; expected one folder per class, "
+                             f"named {', '.join(run.class_names)}")
         if set(folders) != set(run.class_names):
             _check_names(p, folders, run.class_names)
         ds = load_dataset(p, size=size, class_names=run.class_names)

@@ -28,6 +28,7 @@ import numpy as np
 
 from builder import format as fmt
 from builder.errors import InputError
+from builder.shards import sha256_file
 from trainer import rawio
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class ShardStream:
         buffer_blocks: chunk-sized blocks permuted together (shuffle quality vs memory).
         validate: open every shard of the split once now and check it against the manifest,
             so a broken build fails before training rather than at epoch 7.
+        verify: also compare every shard's sha256 with the manifest's now, which catches a
+            changed byte inside the image data that no structural check sees; costs one read
+            of the whole split (~40,000-60,000 images/s of 96x96, see docs/FAULTS.md).
 
     Raises:
         InputError: a missing, unreadable, truncated or mismatching shard, or a split without
@@ -82,6 +86,7 @@ class ShardStream:
         drop_remainder: bool = False,
         buffer_blocks: int = DEFAULT_BUFFER_BLOCKS,
         validate: bool = True,
+        verify: bool = False,
     ) -> None:
         if split not in fmt.SPLITS:
             raise ValueError(f"split must be one of {fmt.SPLITS}, got {split!r}")
@@ -125,11 +130,14 @@ class ShardStream:
         self._buffers = rawio.GroupBuffers(self.image_shape)
         # Epochs whose reading a dataset() has started, in order (for logs and tests).
         self.epochs_read: list[int] = []
-        if validate:
+        if validate or verify:
             for shards in self._frozen:
                 for entry in shards:
                     with self._opened(entry):
                         pass
+                    if verify and sha256_file(self.manifest.path_of(entry)) != entry.sha256:
+                        raise InputError(f"{self.manifest.path_of(entry)}: sha256 differs from "
+                                         "the manifest's; the shard's bytes changed")
 
     # --- public -------------------------------------------------------------------------
 
@@ -342,7 +350,8 @@ class ShardStream:
             got = a.get(key)
             if isinstance(got, bytes):
                 got = got.decode()
-            if got is None or (got.item() if hasattr(got, "item") else got) != value:
+            got = got.item() if isinstance(got, np.generic) else got  # print 1, not np.int64(1)
+            if got is None or got != value:
                 return f"attribute {key} is {got!r}, expected {value!r}"
         try:
             names = json.loads(a.get(fmt.ATTR_CLASS_NAMES, "null"))
@@ -363,7 +372,17 @@ class ShardStream:
             if not isinstance(ds, h5py.Dataset):
                 return f"dataset {name} is missing"
             if ds.shape != shape or ds.dtype != dtype:
-                return f"dataset {name} is {ds.shape} {ds.dtype}, expected {shape} {dtype}"
+                return (f"dataset {name} is {ds.shape} {ds.dtype}, expected {shape} "
+                        f"{np.dtype(dtype)}")
+        try:
+            labels = f[fmt.DS_LABELS][()]
+        except OSError as e:
+            return f"labels unreadable ({e})"
+        if n and (labels.min() < 0 or labels.max() >= c):
+            return f"labels outside 0..{c - 1}"
+        counts = np.bincount(labels, minlength=c).tolist()
+        if counts != entry.class_counts:
+            return f"class counts {counts} differ from the manifest's {entry.class_counts}"
         return None
 
     def _read(self, entry: fmt.ShardEntry, read: Callable[..., Any], *args: Any) -> Any:
