@@ -367,8 +367,9 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
         folders = list(class_names)
     files: list[tuple[Path, int]] = []
     for c, name in enumerate(folders):
+        # Not is_file(): a broken or looping symlink must be listed as unreadable, not ignored.
         found = sorted(p for p in (root / name).iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
         if not found:
             raise InputError(f"{root / name}: class {name!r} has no images")
         files += [(p, c) for p in found]
