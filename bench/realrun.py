@@ -79,7 +79,11 @@ def main() -> int:
           f"macro F1 {metrics['macro_f1']:.4f}")
     rob = metrics.get("robustness")
     if rob:
-        print(f"test accuracy (distorted)  {json.dumps(rob)[:2000]}")
+        print(f"test accuracy (distorted)  {rob['mean_accuracy']:.4f}  (mean over families and "
+              f"severities {rob['severities']})")
+        for family, by_severity in sorted(rob["results"].items()):
+            accs = "  ".join(f"{by_severity[str(s)]['accuracy']:.3f}" for s in rob["severities"])
+            print(f"  {family:10s} {accs}")
     return 0
 
 
