@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 
+import h5py
 import keras
 import pytest
 from build_factory import make_build
 
+from builder import format as fmt
 from builder.errors import InputError
-from trainer.config import FitConfig, read_config_file, resolve_config
+from trainer.cli import main as train_main
+from trainer.config import FitConfig, config_differences, read_config_file, resolve_config
 from trainer.fit import class_weights, fit
 
 
@@ -92,8 +96,13 @@ def test_resume_inside_fine_phase_restores_optimizer(build, tmp_path):
     assert (state["phase"], state["epoch"], state["fine_start"]) == ("fine", 1, 1)
     ck = keras.saving.load_model(run / state["checkpoint"])
     assert int(ck.optimizer.iterations.numpy()) == 3  # 18 samples / 8 = 3 steps, fine phase
+    # What a kill during atomic writes of state.json and a checkpoint leaves behind.
+    stale = [run / ".tmp-state.json.k3j2x", run / "checkpoints" / ".tmp-4242-epoch-002.keras"]
+    for p in stale:
+        p.write_bytes(b"half")
     fit(cfg, run, resume=True, verbose=0, eager=True)
     assert [r["phase"] for r in _history(run)] == ["coarse", "fine", "fine"]
+    assert not [p for p in stale if p.exists()]
 
 
 def test_existing_run_of_other_config_is_refused(build, tmp_path):
@@ -136,8 +145,71 @@ def test_config_layers_and_rejections(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(InputError, match="broken.json"):
         read_config_file(tmp_path / "broken.json")
+    # verify only checks the input: stored, but a resume may switch it
+    assert resolve_config({"verify": True}).verify is True
+    assert config_differences(FitConfig(verify=True), FitConfig()) == []
+    assert config_differences(FitConfig(seed=1), FitConfig()) == ["seed"]
     for flags, key in (({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"),
                        ({"epochs_coarse": -1}, "epochs_coarse"), ({"dropout": 1.5}, "dropout"),
                        ({"xla": "maybe"}, "xla")):
         with pytest.raises(InputError, match=key):
             resolve_config(flags)
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+def _fit_argv(build, run, *extra):
+    return ["fit", str(build), "--out", str(run), "--model", "simple_cnn", "--weights", "none",
+            "--epochs-coarse", "1", "--epochs-fine", "0", "--batch-size", "8",
+            "--mixed-precision", "off", "--xla", "off", *extra]
+
+
+def _one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("frozenaug-train: error: "), lines
+    return lines[0]
+
+
+def test_failed_start_writes_nothing(build, tmp_path, capsys):
+    missing = tmp_path / "none.weights.h5"
+    run = tmp_path / "run"
+    assert train_main(_fit_argv(build, run, "--weights", str(missing))) == 2
+    assert str(missing) in _one_error_line(capsys)
+    assert not run.exists()
+    # An existing run stays untouched, even with --overwrite (it is removed only once the
+    # new start has passed every check).
+    fit(_cfg(build, epochs_coarse=1, epochs_fine=0), run, verbose=0, eager=True)
+    before = _tree(run)
+    assert train_main(_fit_argv(build, run, "--weights", str(missing), "--overwrite")) == 2
+    assert str(missing) in _one_error_line(capsys)
+    assert _tree(run) == before
+
+
+def _flip_image_byte(shard) -> None:
+    with h5py.File(shard, "r") as f:
+        offset = f[fmt.DS_IMAGES].id.get_chunk_info(0).byte_offset + 100
+    with open(shard, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_fit_verify_catches_a_changed_image_byte(build, tmp_path, capsys):
+    damaged = tmp_path / "build"
+    shutil.copytree(build, damaged)
+    manifest = fmt.load_manifest(damaged)
+    shard = manifest.path_of(manifest.shards_of("train", 1)[0])
+    _flip_image_byte(shard)
+    run = tmp_path / "run"
+    assert train_main(_fit_argv(damaged, run, "--verify")) == 2
+    line = _one_error_line(capsys)
+    assert str(shard) in line and "sha256" in line
+    assert not run.exists()
+    # Without --verify the changed pixel is read as it is and the run trains.
+    assert train_main(_fit_argv(damaged, run)) == 0
+    assert (run / "model.keras").is_file()
+    assert json.loads((run / "config.json").read_text())["verify"] is False

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed_float16 (auto: when a GPU is present)")
     p.add_argument("--xla", choices=["auto", "on", "off"], default=None,
                    help="jit_compile (auto: when a GPU is present)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check every train/val shard's sha256 against the manifest before "
+                        "training (one extra read of the build; catches changed image bytes)")
     p.add_argument("--config", default=None, help="a fit config file (JSON or YAML)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")

@@ -53,6 +53,7 @@ class FitConfig:
     strategy: str = "default"
     mixed_precision: str = "auto"  # auto: on when a GPU is present
     xla: str = "auto"  # auto: jit_compile when a GPU is present
+    verify: bool = False  # sha256 of every train/val shard against the manifest before training
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,11 +174,18 @@ def load_run_config(run_dir: str | Path) -> FitConfig:
         raise InputError(f"{path}: unreadable run config ({type(e).__name__}: {e})") from None
 
 
+# Keys that only check the input and do not change what trains: a resume may change them.
+CHECK_KEYS = ("verify",)
+
+
 def config_differences(a: FitConfig, b: FitConfig) -> list[str]:
-    """Keys whose values differ (the build directory compared as a resolved path)."""
+    """Keys whose values differ (the build directory compared as a resolved path), leaving
+    out ``CHECK_KEYS``."""
     da, db = a.to_dict(), b.to_dict()
     diff = []
     for k in da:
+        if k in CHECK_KEYS:
+            continue
         if k == "build_dir":
             if Path(da[k]).resolve() != Path(db[k]).resolve():
                 diff.append(k)

@@ -10,6 +10,11 @@ the stream reads frozen epoch ``e mod K`` and ``history.csv`` is one table with 
 column. Each phase has its own EarlyStopping (best weights restored) and ReduceLROnPlateau on
 val loss.
 
+Starting. Everything that can fail on bad input (the config, the build and its shards, with
+``--verify`` their sha256, the model and its weights) is checked before fit writes anything, so
+a failed start leaves no run folder, or an existing one untouched. A resume (and
+``--overwrite``) first deletes the ``.tmp-*`` files a kill left in RUN and RUN/checkpoints.
+
 Resuming. After every epoch a checkpoint (model and optimizer, best weights, ``state.json``,
 ``history.csv``; see trainer/checkpoint.py) is written so that ``--resume`` continues after the
 last completed epoch with the same counters, and the history has the length of an uninterrupted
@@ -37,6 +42,7 @@ which fit uses, the square-root rule (lr x sqrt(R), Malladi et al. 2022) is the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -46,7 +52,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from builder.atomic import write_json
+from builder.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
 from builder.errors import InputError
 from builder.format import load_manifest
 from trainer import checkpoint as ckpt
@@ -67,19 +73,17 @@ def _tristate(value: str, gpu: bool) -> bool:
     return gpu if value == "auto" else value == "on"
 
 
-def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run continues only with --resume and the same config."""
-    if overwrite:
-        for name in RUN_FILES:
-            p = run / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: an existing run continues only with --resume and the same config.
+
+    Only reads: fit calls it before anything can fail, and writes (``prepare_run_dir``) after.
+    """
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder")
+    if not run.is_dir():
+        return
     cfg_path = run / cfgmod.CONFIG_NAME
-    if cfg_path.is_file():
+    if cfg_path.is_file() and not overwrite:
         stored = cfgmod.load_run_config(run)
         diff = cfgmod.config_differences(stored, cfg)
         if diff:
@@ -92,14 +96,41 @@ def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite
                 f"{run}: holds a run of this config already; pass --resume to continue it "
                 "or --overwrite to start again"
             )
-    elif run.is_dir() and any(run.iterdir()):
+        return
+    # What would be left: --overwrite removes fit's own files; a kill's temporaries never count.
+    others = [p.name for p in run.iterdir() if not p.name.startswith(TMP_PREFIX)
+              and not (overwrite and p.name in RUN_FILES)]
+    if others:
         raise InputError(
             f"{run}: not empty and not a frozenaug-train run (no {cfgmod.CONFIG_NAME}); "
             "choose a new folder or pass --overwrite"
         )
+
+
+def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, overwrite: bool) -> None:
+    """Make (or clear, with --overwrite) the run folder checked by ``check_run_dir``.
+
+    Also deletes the ``.tmp-*`` files that a kill during an atomic write left in RUN and
+    RUN/checkpoints; nothing else writes there while fit runs.
+    """
+    if overwrite:
+        for name in RUN_FILES:
+            p = run / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    for folder in (run, run / ckpt.CHECKPOINT_DIR):
+        remove_stale_temporaries(folder)
     run.mkdir(parents=True, exist_ok=True)
-    if not cfg_path.is_file():
-        write_json(cfg_path, cfg.to_dict())
+    cfg_path = run / cfgmod.CONFIG_NAME
+    wanted, stored = cfg.to_dict(), None
+    if cfg_path.is_file():  # a resume (checked: same config): record changed check keys only
+        stored = json.loads(cfg_path.read_text())
+        wanted = {**stored, **{k: wanted[k] for k in cfgmod.CHECK_KEYS}}
+    if wanted != stored:
+        write_json(cfg_path, wanted)
+    (run / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
 
 
 def class_weights(counts: list[int]) -> dict[int, float]:
@@ -188,12 +219,14 @@ def fit(
     ``extra_callbacks`` run after the checkpoint of each epoch; ``eager`` skips tf.function
     tracing, which is faster for the few steps of a test and much slower for real data.
     """
+    # Everything that can fail on bad input (config, build, shards, model and its weights)
+    # runs before the first write, so a failed start leaves no run folder, or an untouched one.
     cfg.validate()
     models.check_model_name(cfg.model)
     manifest = load_manifest(cfg.build_dir)
     run = Path(out)
-    prepare_run_dir(run, cfg, resume=resume, overwrite=overwrite)
-    state = ckpt.load_state(run)
+    check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
+    state = ckpt.new_state() if overwrite else ckpt.load_state(run)
     if state["phase"] == "done":
         print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
         return {"epochs": len(state["history"]), "history": state["history"], "resumed": True}
@@ -212,24 +245,14 @@ def fit(
         sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
         cfg.batch_size, replicas)
     train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
-                        drop_remainder=drop)
-    val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False) if has_val
-           else None)
+                        drop_remainder=drop, verify=cfg.verify)
+    val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False,
+                       verify=cfg.verify) if has_val else None)
     monitor = "val_loss" if has_val else "loss"
     shape = tuple(manifest.image_shape)
     weights_cls = class_weights(manifest.class_counts("train")) if cfg.class_weights else None
     verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
-    write_json(run / RUN_INFO_NAME, {
-        "class_names": manifest.class_names, "image_shape": list(shape),
-        "build_dir": str(Path(cfg.build_dir).resolve()), "replicas": replicas,
-        "global_batch_size": global_batch, "steps_per_epoch": train.steps_per_epoch,
-        "val_batch_size": val_batch if val else 0, "mixed_precision": mixed, "xla": jit,
-        "gpu": gpu, "train_samples": train.num_samples,
-        "val_samples": val.num_samples if val else 0,
-    })
-    (run / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
     coarse_final, best = run / ckpt.COARSE_FINAL, run / ckpt.BEST_WEIGHTS
-    tensorboard = _tensorboard(run / "tb")
 
     def run_phase(model: keras.Model, phase: str, end_epoch: int) -> None:
         start = state["epoch"] + 1
@@ -255,28 +278,46 @@ def fit(
         elif es.initial_best_weights is not None:
             model.set_weights(es.initial_best_weights)  # what EarlyStopping would have restored
 
+    def fine_model() -> keras.Model:
+        if state["checkpoint"]:
+            return _load_checkpoint(run / state["checkpoint"], jit, eager)
+        model = _build(cfg, "fine", shape, manifest.num_classes, "none")
+        model.load_weights(coarse_final)
+        models.set_trainable(model, "fine", cfg.unfreeze)
+        _compile(model, keras.optimizers.Adam(cfg.fine_lr), jit, eager)
+        return model
+
     with strategy.scope():
+        # The model this start trains first, built (or loaded) before anything is written.
+        if state["phase"] == "fine":
+            model = fine_model()
+        elif state["checkpoint"]:
+            model = _load_checkpoint(run / state["checkpoint"], jit, eager)
+        else:
+            model = _build(cfg, "coarse", shape, manifest.num_classes, cfg.weights)
+            models.set_trainable(model, "coarse", cfg.unfreeze)
+            _compile(model, keras.optimizers.Adam(cfg.lr), jit, eager)
+
+        prepare_run_dir(run, cfg, overwrite=overwrite)
+        write_json(run / RUN_INFO_NAME, {
+            "class_names": manifest.class_names, "image_shape": list(shape),
+            "build_dir": str(Path(cfg.build_dir).resolve()), "replicas": replicas,
+            "global_batch_size": global_batch, "steps_per_epoch": train.steps_per_epoch,
+            "val_batch_size": val_batch if val else 0, "mixed_precision": mixed, "xla": jit,
+            "gpu": gpu, "train_samples": train.num_samples,
+            "val_samples": val.num_samples if val else 0,
+        })
+        tensorboard = _tensorboard(run / "tb")
+
         if state["phase"] == "coarse":
-            if state["checkpoint"]:
-                model = _load_checkpoint(run / state["checkpoint"], jit, eager)
-            else:
-                model = _build(cfg, "coarse", shape, manifest.num_classes, cfg.weights)
-                models.set_trainable(model, "coarse", cfg.unfreeze)
-                _compile(model, keras.optimizers.Adam(cfg.lr), jit, eager)
             run_phase(model, "coarse", cfg.epochs_coarse)
             ckpt.save_atomic(coarse_final, model.save_weights)
             state.update(phase="fine", fine_start=state["epoch"] + 1, checkpoint=None,
                          early_stopping=None, reduce_lr=None, stopped=False)
             best.unlink(missing_ok=True)
             ckpt.save_state(run, state)
+            model = fine_model()
         fine_end = state["fine_start"] + cfg.epochs_fine
-        if state["checkpoint"]:
-            model = _load_checkpoint(run / state["checkpoint"], jit, eager)
-        else:
-            model = _build(cfg, "fine", shape, manifest.num_classes, "none")
-            model.load_weights(coarse_final)
-            models.set_trainable(model, "fine", cfg.unfreeze)
-            _compile(model, keras.optimizers.Adam(cfg.fine_lr), jit, eager)
         if cfg.epochs_fine:
             run_phase(model, "fine", fine_end)
         ckpt.save_atomic(run / MODEL_NAME, model.save)
@@ -315,7 +356,7 @@ def cmd_fit(args) -> int:
     """The ``fit`` subcommand: resolve the config (the stored one when resuming) and train."""
     flags = {k: getattr(args, k, None) for k in (
         "model", "weights", "epochs_coarse", "epochs_fine", "batch_size", "lr", "fine_lr",
-        "unfreeze", "patience", "seed", "strategy", "mixed_precision", "xla")}
+        "unfreeze", "patience", "seed", "strategy", "mixed_precision", "xla", "verify")}
     flags["build_dir"] = args.dir
     run = Path(args.out)
     base = None
