@@ -330,7 +330,7 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
     return Dataset(images, labels, names, str(path), ids, official)
 
 
-def _read_image(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+def read_image(path: Path, size: tuple[int, int]) -> np.ndarray | None:
     """One file as (H,W,3) RGB uint8 at ``size``, or None when it cannot be decoded."""
     try:
         img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -379,7 +379,7 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
     images = np.empty((len(files), *size, 3), np.uint8)  # decoded straight into place
 
     def read(i: int) -> bool:
-        img = _read_image(files[i][0], size)
+        img = read_image(files[i][0], size)
         if img is not None:
             images[i] = img
         return img is not None

@@ -61,3 +61,33 @@ def test_write_predictions_is_plain_csv(tmp_path):
                       np.array([[0.25, 0.75], [0.9, 0.1]]), ["neg", "pos"])
     rows = _rows(tmp_path / "w.csv")
     assert rows[1] == {"id": "b,2.png", "class": "neg", "neg": "0.900000", "pos": "0.100000"}
+
+
+def test_predict_unlabelled_folder_and_npz(run, tmp_path):
+    import cv2
+
+    from trainer.evaluate import load_run, predict_proba
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i, img in enumerate(images):  # PNG is lossless: the same pixels come back
+        cv2.imwrite(str(folder / f"img{i}.png"), img[..., ::-1])
+    assert predict(run, str(folder), tmp_path / "f.csv") == 3
+    rows = _rows(tmp_path / "f.csv")
+    assert [r["id"] for r in rows] == ["img0.png", "img1.png", "img2.png"]
+    expected = predict_proba(load_run(run).model, images, 4)
+    got = np.array([[float(r[c]) for c in ("class0", "class1", "class2")] for r in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    np.savez(tmp_path / "u.npz", images=images.astype(np.float32) / 255.0)  # float, no labels
+    assert predict(run, str(tmp_path / "u.npz"), tmp_path / "u.csv") == 3
+    got = np.array([[float(r[c]) for c in ("class0", "class1", "class2")]
+                    for r in _rows(tmp_path / "u.csv")])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    (folder / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="broken.png: unreadable image"):
+        predict(run, str(folder), tmp_path / "g.csv")
+    assert not (tmp_path / "g.csv").exists()
