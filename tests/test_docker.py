@@ -71,3 +71,20 @@ def test_console_scripts_are_the_commands_the_readme_uses():
     scripts = _setup_cfg()["options.entry_points"]["console_scripts"]
     names = {line.split("=")[0].strip() for line in scripts.strip().splitlines()}
     assert names == {"frozenaug-build", "frozenaug-train"}
+
+
+def test_readme_docker_section_matches_the_dockerfile():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Docker on GPU servers", 1)[1].split("\n## ", 1)[0]
+    text = _dockerfile()
+    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    assert f"`{base}`" in section, "README names another base image"
+    assert "docker build -t frozenaug ." in section and "--gpus all" in section
+    volumes = set(re.findall(r'"(/\w+)"', re.search(r"^VOLUME \[(.*)\]", text, re.M).group(1)))
+    mounted = set(re.findall(r":(/\w+)(?::ro)?\"? ", section))
+    assert mounted and mounted <= volumes, f"README mounts {mounted - volumes}, not image volumes"
+    assert volumes == {v for v in volumes if f"`{v}`" in section}, "README omits a volume"
+    for var in ("NO_ALBUMENTATIONS_UPDATE=1", "HDF5_USE_FILE_LOCKING=FALSE"):
+        assert var in section and var in text
+    uid = re.findall(r"^USER (\d+)", text, re.M)[-1]
+    assert f"uid {uid}" in section
