@@ -93,24 +93,24 @@ class BuildResult:
 def plan_tasks(splits: dict[str, np.ndarray], labels: np.ndarray, cfg: BuildConfig) -> list[Task]:
     """Train: K permutations of the train rows, one per frozen epoch, cut into shards.
     Val/test: once, in split order, unaugmented."""
+
+    def cut(split: str, epoch: int, rows: np.ndarray) -> list[Task]:
+        return [Task(split, epoch, i, r, labels[r])
+                for i, r in enumerate(rows[s : s + cfg.shard_size]
+                                      for s in range(0, len(rows), cfg.shard_size))]
+
     tasks = []
     train = np.asarray(splits.get("train", []), dtype=np.int64)
     for epoch in range(cfg.epochs):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch, _SHUFFLE_STREAM]))
-        rows = train[rng.permutation(len(train))]
-        for i, start in enumerate(range(0, len(rows), cfg.shard_size)):
-            r = rows[start : start + cfg.shard_size]
-            tasks.append(Task("train", epoch, i, r, labels[r]))
+        tasks += cut("train", epoch, train[rng.permutation(len(train))])
     for split in ("val", "test"):
-        rows = np.asarray(splits.get(split, []), dtype=np.int64)
-        for i, start in enumerate(range(0, len(rows), cfg.shard_size)):
-            r = rows[start : start + cfg.shard_size]
-            tasks.append(Task(split, -1, i, r, labels[r]))
+        tasks += cut(split, -1, np.asarray(splits.get(split, []), dtype=np.int64))
     return tasks
 
 
 # Per worker process: the memory-mapped input and the built augmenter, reused across tasks.
-# The input is keyed by inode and mtime so that a reused worker never reads a replaced file.
+# The input is keyed by path, inode, mtime and size: a reused worker never reads a replaced file.
 # An Augmenter reseeds itself per sample, so each thread needs its own (dask workers may run
 # several tasks at once in one process; loky workers have one thread).
 _INPUT_CACHE: dict[tuple, np.ndarray] = {}
@@ -139,11 +139,14 @@ def release_worker_state() -> None:
     _INPUT_CACHE.clear()
 
 
-def _augmenter(policy: Policy) -> Augmenter:
+def _augmenter(policy: Policy, policy_hash: str | None = None) -> Augmenter:
+    """This thread's Augmenter of ``policy``. Pass ``policy_hash`` if it is known: computing
+    ``Policy.hash`` serialises the whole pipeline (~1 ms for the heavy preset)."""
+    key = policy_hash or policy.hash
     cache = _THREAD.__dict__.setdefault("augmenters", {})
-    if policy.hash not in cache:
-        cache[policy.hash] = Augmenter(policy)
-    return cache[policy.hash]
+    if key not in cache:
+        cache[key] = Augmenter(policy)
+    return cache[key]
 
 
 def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
@@ -156,7 +159,7 @@ def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
     if task.split == "train":
         policy_hash = ctx.policy.hash
         seeds = [sample_seed(ctx.seed, task.epoch, int(r)) for r in task.rows]
-        augmenter = _augmenter(ctx.policy)
+        augmenter = _augmenter(ctx.policy, policy_hash)
         images = augmenter.augment_batch(images, seeds)
         images, soft = augmenter.mix(images, labels, len(ctx.class_names),
                                      batch_seed(ctx.seed, task.epoch, task.index))
@@ -279,9 +282,6 @@ def run_build(cfg: BuildConfig) -> BuildResult:
 def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: dict,
            client: Any) -> BuildResult:
     ds = loaded.pop()
-    if ds.skipped:
-        print(f"{cfg.input}: skipped {len(ds.skipped)} unreadable image(s), e.g. "
-              f"{ds.skipped[0]} (--strict makes this an error)", file=sys.stderr)
     class_names = list(ds.class_names)
     skipped = len(ds.skipped)
     labels = np.asarray(ds.labels, dtype=np.int64)

@@ -1,7 +1,7 @@
 """``frozenaug-build``: scan, clean, build, verify, inspect and preview.
 
 Each subcommand's work lives in the module of its stage; this file only parses arguments and
-turns ``InputError`` into one line on stderr and exit code 2.
+hands them to ``builder.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return dispatch(PROG, COMMANDS[args.command], args, "run the same command again to resume")
+
 
 if __name__ == "__main__":
     sys.exit(main())

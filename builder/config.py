@@ -54,14 +54,8 @@ class BuildConfig:
 
 ALLOWED_KEYS = tuple(f.name for f in fields(BuildConfig))
 
-# argparse dest -> BuildConfig field, where they differ; --no-clean is the negation of clean.
-_FLAG_FIELDS = {
-    "input": "input", "out": "out", "size": "size", "classes": "classes", "strict": "strict",
-    "medmnist_split": "medmnist_split", "jobs": "jobs", "threshold": "threshold",
-    "outlier_min": "outlier_min", "split": "split", "seed": "seed", "epochs": "epochs",
-    "policy": "policy", "shard_size": "shard_size", "backend": "backend",
-    "scheduler": "scheduler", "overwrite": "overwrite",
-}
+# Fields given by an argparse flag of the same dest; clean's flag is --no-clean, its negation.
+_FLAG_FIELDS = tuple(name for name in ALLOWED_KEYS if name != "clean")
 
 
 def _flag(name: str) -> str:
@@ -121,9 +115,7 @@ def _parsed(where: str, parse: Any, text: str) -> Any:
     """Run one of the intake/split parsers and make its complaint name the flag or key."""
     try:
         return parse(text)
-    except InputError as e:
-        raise InputError(f"{where}: {e}") from None
-    except (TypeError, ValueError) as e:
+    except (InputError, TypeError, ValueError) as e:
         raise InputError(f"{where}: {e}") from None
 
 
@@ -196,10 +188,10 @@ def load_build_config(args: argparse.Namespace) -> BuildConfig:
     if config_path:
         for name, v in read_config_file(config_path).items():
             values[name] = _normalise(name, v, f"{config_path}: key {name!r}")
-    for dest, name in _FLAG_FIELDS.items():
-        v = getattr(args, dest, None)
+    for name in _FLAG_FIELDS:
+        v = getattr(args, name, None)
         if v is not None:
-            values[name] = _normalise(name, v, _flag(dest))
+            values[name] = _normalise(name, v, _flag(name))
     if getattr(args, "no_clean", None):
         values["clean"] = False
     cfg = BuildConfig(**values)

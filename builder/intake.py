@@ -283,17 +283,19 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
               class_names: list[str] | None, medmnist_split: bool) -> Dataset:
     keys = set(z.files)
 
-    def get(key: str) -> np.ndarray:
+    def need(key: str) -> None:
         if key not in keys:
             raise InputError(f"{path}: missing key {key!r} (found: {', '.join(sorted(keys))})")
+
+    def get(key: str) -> np.ndarray:
+        need(key)
         try:
             return z[key]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise InputError(f"{path}: key {key!r} unreadable ({type(e).__name__}: {e})") from None
 
     def member(key: str) -> _Member:
-        if key not in keys:
-            raise InputError(f"{path}: missing key {key!r} (found: {', '.join(sorted(keys))})")
+        need(key)
         return _Member(z, key, path)
 
     official = None
@@ -392,7 +394,8 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
         raise InputError(f"{bad[0]}: unreadable image (--strict)")
     if bad:
         shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
-        print(f"warning: skipped {len(bad)} unreadable image(s): {shown}", file=sys.stderr)
+        print(f"warning: skipped {len(bad)} unreadable image(s) (--strict makes this an error): "
+              f"{shown}", file=sys.stderr)
     ok = [i for i, good in enumerate(decoded) if good]
     labels = np.array([files[i][1] for i in ok], np.int64)
     if len(ok) == 0:

@@ -31,6 +31,7 @@ CHUNK = 128
 # Below this many images one thread is as fast as a pool.
 PARALLEL_MIN = 2048
 
+
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) matrix whose product with a signal is an area (box) resize to n_out.
 

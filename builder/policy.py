@@ -232,8 +232,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def batch_seed(seed: int, epoch: int, shard_index: int) -> int:
-    """The seed for one shard's batch stage (``Augmenter.mix``); never equals a sample seed
-    domain (different hash tag)."""
+    """The seed for one shard's batch stage (``Augmenter.mix``); a different hash tag keeps it
+    apart from the sample seeds."""
     return _hash_int(b"frozenaug-batch", seed, epoch, shard_index)
 
 
