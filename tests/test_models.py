@@ -60,6 +60,11 @@ def test_unknown_model_lists_allowed_names():
         models.build_model("resnet50", (32, 32, 3), 3)
 
 
+def test_model_names_match_the_applications():
+    # MODEL_NAMES lives in trainer.config (no keras import, for --help); models builds them.
+    assert ("simple_cnn", *models.APPLICATIONS) == models.MODEL_NAMES
+
+
 def test_imagenet_download_failure_is_one_clear_line(monkeypatch):
     def no_internet(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- "

@@ -1,7 +1,7 @@
 """``frozenaug-train``: fit, evaluate and predict.
 
 Each subcommand's work lives in the module of its stage; this file only parses arguments and
-turns ``InputError`` into one line on stderr and exit code 2.
+hands them to ``builder.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from builder.errors import dispatch
+from trainer.config import MODEL_NAMES
 
 PROG = "frozenaug-train"
 
@@ -19,8 +20,6 @@ COMMANDS = {
     "evaluate": "trainer.evaluate:cmd_evaluate",
     "predict": "trainer.predict:cmd_predict",
 }
-MODEL_NAMES = ("simple_cnn", "efficientnetv2b0", "efficientnetv2b3", "convnext_tiny",
-               "convnext_small", "convnext_base")  # trainer.models checks; here for --help only
 
 
 def _batch_size(p: argparse.ArgumentParser) -> None:
@@ -75,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="class and per-class probabilities as CSV")
     p.add_argument("run", help="run directory (fit output)")
-    p.add_argument("input", help="build directory, .npz, or a folder per class")
+    p.add_argument("input", help="build directory, .npz, a folder per class, or a flat "
+                   "folder of images")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="split of a build directory (default test)")

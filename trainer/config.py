@@ -22,6 +22,9 @@ CONFIG_NAME = "config.json"
 STATE_NAME = "state.json"
 RUN_INFO_NAME = "run.json"  # facts of the run: class names, image shape, devices
 MODEL_NAME = "model.keras"
+# --model values; trainer.models builds them (kept here, free of keras, for the CLI's --help).
+MODEL_NAMES = ("simple_cnn", "efficientnetv2b0", "efficientnetv2b3", "convnext_tiny",
+               "convnext_small", "convnext_base")
 STRATEGIES = ("default", "mirrored")
 TRISTATE = ("auto", "on", "off")
 

@@ -87,7 +87,8 @@ def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test") -
                              f"{run.image_shape}")
         if not m.shards_of(split):
             raise InputError(f"{p}: the build has no {split} split")
-        stream = ShardStream(m, split, batch_size=256, shuffle=False)
+        # No validate pass: iter_numpy opens (and checks) every shard before reading any.
+        stream = ShardStream(m, split, batch_size=256, shuffle=False, validate=False)
         images = np.concatenate([x for x, _ in stream.iter_numpy()])
         ids = [f"{split}/{i}" for i in stream.source_index()]
         return Inputs(images, stream.labels().astype(np.int64), ids, f"{p} ({split})")

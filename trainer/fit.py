@@ -365,6 +365,7 @@ def cmd_fit(args) -> int:
     cfg = cfgmod.resolve_config(flags, args.config, base=base)
     summary = fit(cfg, run, resume=bool(args.resume), overwrite=bool(args.overwrite))
     acc = summary.get("val_accuracy")
-    print(f"{run}: {summary['epochs']} epochs" + (f", val accuracy {acc:.4f}" if acc else ""))
+    shown = "" if acc is None else f", val accuracy {acc:.4f}"
+    print(f"{run}: {summary['epochs']} epochs{shown}")
     return 0
 

@@ -19,11 +19,13 @@ from pathlib import Path
 import keras
 
 from builder.errors import InputError
+from trainer.config import MODEL_NAMES
 
 HEAD_PREFIX = "head_dense_"
 OUTPUT = "predictions"
 
-# name -> keras.applications constructor (a callable so tests can build with weights=None).
+# name -> keras.applications constructor (a callable so tests can build with weights=None);
+# one for every name of trainer.config.MODEL_NAMES but simple_cnn.
 APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "efficientnetv2b0": keras.applications.EfficientNetV2B0,
     "efficientnetv2b3": keras.applications.EfficientNetV2B3,
@@ -31,7 +33,6 @@ APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "convnext_small": keras.applications.ConvNeXtSmall,
     "convnext_base": keras.applications.ConvNeXtBase,
 }
-MODEL_NAMES = ("simple_cnn", *APPLICATIONS)
 
 
 def check_model_name(name: str) -> str:

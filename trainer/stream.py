@@ -39,6 +39,8 @@ Batch = tuple[np.ndarray, np.ndarray]
 # 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and a
 # group buffer is ~28 MiB at 96x96 (a stream keeps at most GroupBuffers.keep of them).
 DEFAULT_BUFFER_BLOCKS = 16
+
+
 @dataclass
 class _OpenShard:
     entry: fmt.ShardEntry
@@ -282,12 +284,8 @@ class ShardStream:
         images = f[fmt.DS_IMAGES]
         if self.soft_labels and entry.soft_labels:
             targets = self._read(entry, lambda: f[fmt.DS_SOFT_LABELS][()]).astype(np.float32)
-        else:
+        else:  # labels are in 0..C-1: _opened checked them
             hard = self._read(entry, lambda: f[fmt.DS_LABELS][()])
-            if len(hard) and (hard.min() < 0 or hard.max() >= self.num_classes):
-                raise InputError(
-                    f"{self.manifest.path_of(entry)}: labels outside 0..{self.num_classes - 1}"
-                )
             targets = np.eye(self.num_classes, dtype=np.float32)[hard]
         block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
         fd = os.open(self.manifest.path_of(entry), os.O_RDONLY)
