@@ -62,29 +62,33 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a JSON or YAML build config into a dict of known keys (hyphens allowed in keys)."""
+def read_mapping_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML config file as a dict, ``-`` in keys read as ``_``; shared by the build
+    and fit configs, which check the keys themselves."""
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read config file ({e})") from None
+        raise InputError(f"{path}: unreadable config, cannot read it ({e})") from None
     try:
         raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: not valid JSON/YAML ({e})") from None
+        raise InputError(f"{path}: unreadable config, not valid JSON/YAML ({e})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise InputError(f"{path}: a build config must be a mapping of option: value")
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
+        raise InputError(f"{path}: a config file must be a mapping of option: value")
+    return {str(key).replace("-", "_"): value for key, value in raw.items()}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON or YAML build config into a dict of known keys (hyphens allowed in keys)."""
+    out = read_mapping_file(path)
+    for name in out:
         if name not in ALLOWED_KEYS:
             raise InputError(
-                f"{path}: unknown key {key!r}; allowed keys: {', '.join(ALLOWED_KEYS)}"
+                f"{path}: unknown key {name!r}; allowed keys: {', '.join(ALLOWED_KEYS)}"
             )
-        out[name] = value
     return out
 
 

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from builder.config import read_mapping_file
 from builder.errors import InputError
 
 # The run directory's files, named once for fit, evaluate and predict.
@@ -125,17 +124,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML mapping of FitConfig keys (``-`` or ``_`` both accepted)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: unreadable config ({type(e).__name__}: {e})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a config file must hold a mapping of keys to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return read_mapping_file(path)
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
