@@ -252,6 +252,36 @@ def connect_scheduler(cfg: BuildConfig) -> Iterator[Any]:
         client.close()
 
 
+def preflight(ds: Any, policy: Policy, cfg: BuildConfig) -> None:
+    """What would fail late, checked before anything is written: the output is not the input
+    nor inside it, a classifier has two classes, and the policy applies to these images.
+
+    Raises:
+        InputError: naming the output, the input or the policy file.
+    """
+    out, inp = Path(cfg.out).absolute().resolve(), Path(cfg.input).absolute().resolve()
+    if out == inp or inp in out.parents:
+        raise InputError(f"{cfg.out}: is the input {cfg.input} or inside it; choose an --out "
+                         "outside the input")
+    if len(ds.class_names) < 2:
+        raise InputError(f"{cfg.input}: {len(ds.class_names)} class "
+                         f"({', '.join(map(repr, ds.class_names))}); a classifier needs at "
+                         "least 2")
+    where = policy.source or f"--policy {cfg.policy}"
+    images, labels = ds.images[:16], np.asarray(ds.labels[:16], np.int64)
+    try:  # a few samples and one batch through the policy, as a worker will run them
+        aug = Augmenter(policy)
+        out_images = aug.augment_batch(images, [sample_seed(cfg.seed, 0, i)
+                                                for i in range(len(images))])
+        aug.mix(out_images, labels, len(ds.class_names), batch_seed(cfg.seed, 0, 0))
+    except InputError:
+        raise
+    except Exception as e:  # albumentations raises many types for a transform that cannot apply
+        shape = "x".join(map(str, images.shape[1:3]))
+        raise InputError(f"{where}: cannot be applied to the {shape} images "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def run_build(cfg: BuildConfig) -> BuildResult:
     """Build (or resume, or find up to date) the shards ``cfg`` describes."""
     t0 = time.perf_counter()
@@ -262,9 +292,11 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             cfg.input, size=tuple(cfg.size), class_names=cfg.classes, strict=cfg.strict,
             medmnist_split=cfg.medmnist_split,
         )
+        preflight(ds, policy, cfg)
         key = build_key(cfg, fingerprint(ds), policy.hash, builder.__version__)
         with build_lock(bdir.root):  # one build per folder; the kernel drops it if killed
-            state = bdir.prepare(key, overwrite=bool(cfg.overwrite))
+            inputs = (cfg.input, *([cfg.policy] if Path(cfg.policy).is_file() else []))
+            state = bdir.prepare(key, overwrite=bool(cfg.overwrite), inputs=inputs)
             if state == UP_TO_DATE:
                 return BuildResult(status=UP_TO_DATE, wall_seconds=time.perf_counter() - t0)
             loaded = [ds]

@@ -29,6 +29,7 @@ from builder.atomic import atomic_path, remove_stale_temporaries, write_json
 from builder.config import BuildConfig
 from builder.errors import InputError
 from builder.lock import LOCK_NAME
+from builder.owned import removable, remove
 from builder.shards import sha256_file
 
 WORK = ".work"
@@ -37,6 +38,16 @@ CLEAN_NAMES = ("scan.json", "scan.png", "split.json")
 BUILD_NAMES = (fmt.MANIFEST_NAME, WORK, *fmt.SPLITS, *CLEAN_NAMES)
 # A folder holding only what `frozenaug-build clean` wrote may take a build.
 _CLEAN_OUTPUTS = {*CLEAN_NAMES, "cleaned.npz", LOCK_NAME}  # and the lock this build holds
+# The files a build writes inside each of its folders: --overwrite removes a folder only when
+# everything in it matches (a train/ folder of somebody's images is never removed).
+OWN_FILES = {
+    WORK: ("plan.json", "splits.npz", "scan_summary.json", "input.npy", "done/*.json",
+           ".tmp-*", "done/.tmp-*"),
+    "train": ("epoch-[0-9][0-9][0-9]/shard-[0-9][0-9][0-9][0-9][0-9].h5", ".tmp-*",
+              "epoch-[0-9][0-9][0-9]/.tmp-*"),
+    "val": ("shard-[0-9][0-9][0-9][0-9][0-9].h5", ".tmp-*"),
+    "test": ("shard-[0-9][0-9][0-9][0-9][0-9].h5", ".tmp-*"),
+}
 _KEY_FIELDS = ("input_fingerprint", "policy_hash", "frozenaug_version")
 
 UP_TO_DATE, RESUME, FRESH = "up to date", "resume", "fresh"
@@ -88,11 +99,15 @@ class BuildDir:
     def done_path(self, relpath: str) -> Path:
         return self.work / "done" / (relpath.replace("/", "__") + ".json")
 
-    def prepare(self, key: dict, *, overwrite: bool) -> str:
+    def prepare(self, key: dict, *, overwrite: bool, inputs: tuple = ()) -> str:
         """Decide between ``UP_TO_DATE``, ``RESUME`` and ``FRESH`` (clearing a replaced build).
 
+        ``inputs`` (the data set, config and policy files) are never removed, nor a folder
+        holding one; ``--overwrite`` removes only what a build writes (``OWN_FILES``).
+
         Raises:
-            InputError: the folder holds another build, or other files, and ``overwrite`` is off.
+            InputError: the folder holds another build, or other files, and ``overwrite`` is
+                off; or clearing it would remove an input or files a build did not write.
         """
         out = self.root
         manifest, plan = out / fmt.MANIFEST_NAME, self.work / "plan.json"
@@ -129,18 +144,10 @@ class BuildDir:
                 "it, or choose another --out"
             )
         if out.is_dir():
-            self._clear()
+            remove(removable(out, BUILD_NAMES, OWN_FILES, inputs))  # checks all, then removes
+            remove_stale_temporaries(out)
         write_json(plan, key)
         return FRESH
-
-    def _clear(self) -> None:
-        for name in BUILD_NAMES:
-            p = self.root / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        remove_stale_temporaries(self.root)
 
     def discard(self) -> None:
         """Undo a fresh build that failed on bad input: no half-started build stays behind."""

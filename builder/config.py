@@ -92,12 +92,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _int(where: str, v: Any, lo: int, none_ok: bool = False) -> int | None:
+# Upper limits, so that a huge value is refused here rather than by an allocation or a
+# C library later: seeds are packed as int64 (builder.policy), one task object is made per
+# frozen epoch and shard, and each job is a process.
+INT_LIMITS = {"seed": 2**63 - 1, "epochs": 10_000, "shard_size": 2**31 - 1, "jobs": 1024,
+              "outlier_min": 2**31 - 1}
+
+
+def _int(where: str, v: Any, lo: int, none_ok: bool = False, hi: int | None = None
+         ) -> int | None:
     if v is None and none_ok:
         return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
         extra = " or null" if none_ok else ""
-        raise InputError(f"{where}: must be an integer >= {lo}{extra}, got {v!r}")
+        limit = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise InputError(f"{where}: must be an integer {limit}{extra}, got {v!r}")
     return v
 
 
@@ -132,18 +141,18 @@ def _normalise(name: str, v: Any, where: str) -> Any:
     if name in ("strict", "medmnist_split", "clean", "overwrite"):
         return _bool(where, v)
     if name in ("epochs", "shard_size"):
-        return _int(where, v, 1)
+        return _int(where, v, 1, hi=INT_LIMITS[name])
     if name == "jobs":
-        return _int(where, v, 1, none_ok=True)
+        return _int(where, v, 1, none_ok=True, hi=INT_LIMITS[name])
     if name == "seed":
-        return _int(where, v, 0)
+        return _int(where, v, 0, hi=INT_LIMITS[name])
     if name == "threshold":
         v = _int(where, v, 0, none_ok=True)
         if v is not None and v > 63:
             raise InputError(f"{where}: must be <= 63 (the hashes have 64 bits), got {v}")
         return v
     if name == "outlier_min":
-        return _int(where, v, 2, none_ok=True)
+        return _int(where, v, 2, none_ok=True, hi=INT_LIMITS[name])
     if name == "backend":
         if v not in BACKENDS:
             raise InputError(f"{where}: must be one of {', '.join(BACKENDS)}, got {v!r}")

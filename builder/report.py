@@ -23,8 +23,16 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BG = 255
 
 
+def drawable(text: str) -> str:
+    """``text`` as printable ASCII: the Hershey fonts draw nothing else, and a name that is not
+    valid UTF-8 (a folder named with bytes like ``b"\\xff"`` arrives as lone surrogates) crashes
+    OpenCV's string conversion, so every caption goes through here."""
+    out = text.encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else "?" for c in out)
+
+
 def _text(img: np.ndarray, text: str, x: int, y: int, scale: float = 0.33) -> None:
-    cv2.putText(img, text, (x, y), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, drawable(text), (x, y), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def _tile(image: np.ndarray, lines: list[str]) -> np.ndarray:

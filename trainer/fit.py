@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,8 @@ import tensorflow as tf
 from builder.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
 from builder.errors import InputError
 from builder.format import load_manifest
+from builder.owned import FIT_OWN, fit_inputs, removable, remove
+from builder.shards import check_free_space
 from trainer import checkpoint as ckpt
 from trainer import config as cfgmod
 from trainer import models
@@ -80,6 +81,13 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
     """
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder")
+    # A full disk is refused now, not by HDF5 mid-epoch (which can crash the process): a run
+    # holds ~6 float32 copies of the parameters (model, checkpoint + Adam slots, best, coarse).
+    existing = next(p for p in (run.absolute(), *run.absolute().parents) if p.exists())
+    params = {"simple_cnn": 2e6, "efficientnetv2b0": 7e6, "efficientnetv2b3": 14e6,
+              "convnext_tiny": 29e6, "convnext_small": 50e6}.get(cfg.model, 89e6)
+    if existing.is_dir():
+        check_free_space(existing, int(params * 4 * 6), str(run))
     if not run.is_dir():
         return
     cfg_path = run / cfgmod.CONFIG_NAME
@@ -97,6 +105,8 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
                 "or --overwrite to start again"
             )
         return
+    if overwrite:  # only fit's own files, never the build, the weights or someone's folder
+        removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights))
     # What would be left: --overwrite removes fit's own files; a kill's temporaries never count.
     others = [p.name for p in run.iterdir() if not p.name.startswith(TMP_PREFIX)
               and not (overwrite and p.name in RUN_FILES)]
@@ -114,12 +124,7 @@ def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, overwrite: bool) -> Non
     RUN/checkpoints; nothing else writes there while fit runs.
     """
     if overwrite:
-        for name in RUN_FILES:
-            p = run / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        remove(removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights)))
     for folder in (run, run / ckpt.CHECKPOINT_DIR):
         remove_stale_temporaries(folder)
     run.mkdir(parents=True, exist_ok=True)
