@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean docker-test
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
+
+# Slow (see README, "Docker on GPU servers"): the Dockerfile built with podman on a stand-in
+# base and the sample run through it inside the build. Needs podman and mmdebstrap (Debian).
+docker-test:
+	docker/test.sh
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache
