@@ -2,7 +2,8 @@
 
 One row per sample (the first ``--n`` of frozen epoch 0); column 0 is the original from the
 input data set (found through ``source_index``), columns 1..K its versions in each frozen epoch,
-titled with the label, or the label mass of a mixed sample.
+titled with the label, or the label mass of a mixed sample. Every shard is checked against the
+manifest (``builder.format.open_shard``) before it is read.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from matplotlib.figure import Figure
 from builder import format as fmt
 from builder.atomic import atomic_path
 from builder.errors import InputError
+from builder.owned import check_not_input
 
 Sample = tuple[np.ndarray, int, np.ndarray | None]  # image, label, soft labels or None
 
 
-def _read(m: fmt.Manifest, shard: fmt.ShardEntry, positions: list[int]) -> list[Sample]:
-    with h5py.File(m.path_of(shard), "r") as f:
-        soft = f.get(fmt.DS_SOFT_LABELS)
-        return [(f[fmt.DS_IMAGES][p], int(f[fmt.DS_LABELS][p]),
-                 None if soft is None else soft[p]) for p in positions]
+def _samples(f: h5py.File, positions: list[int]) -> list[Sample]:
+    soft = f.get(fmt.DS_SOFT_LABELS)
+    return [(f[fmt.DS_IMAGES][p], int(f[fmt.DS_LABELS][p]),
+             None if soft is None else soft[p]) for p in positions]
 
 
 def first_samples(m: fmt.Manifest, n: int) -> tuple[list[int], list[Sample]]:
@@ -34,11 +35,10 @@ def first_samples(m: fmt.Manifest, n: int) -> tuple[list[int], list[Sample]]:
     rows: list[int] = []
     samples: list[Sample] = []
     for shard in m.shards_of("train", 0):
-        with h5py.File(m.path_of(shard), "r") as f:
-            src = f[fmt.DS_SOURCE_INDEX][()]
-        take = list(range(min(n - len(rows), len(src))))
-        rows += [int(src[p]) for p in take]
-        samples += _read(m, shard, take)
+        with fmt.open_shard(m, shard) as f:
+            take = list(range(min(n - len(rows), shard.samples)))
+            rows += [int(r) for r in f[fmt.DS_SOURCE_INDEX][: len(take)]]
+            samples += _samples(f, take)
         if len(rows) == n:
             break
     return rows, samples
@@ -49,11 +49,11 @@ def samples_of_epoch(m: fmt.Manifest, epoch: int, rows: list[int]) -> list[Sampl
     found: dict[int, Sample] = {}
     wanted = set(rows)
     for shard in m.shards_of("train", epoch):
-        with h5py.File(m.path_of(shard), "r") as f:
+        with fmt.open_shard(m, shard) as f:
             src = f[fmt.DS_SOURCE_INDEX][()]
-        hits = [p for p, r in enumerate(src) if int(r) in wanted and int(r) not in found]
-        for p, sample in zip(hits, _read(m, shard, hits), strict=True):
-            found[int(src[p])] = sample
+            hits = [p for p, r in enumerate(src) if int(r) in wanted and int(r) not in found]
+            for p, sample in zip(hits, _samples(f, hits), strict=True):
+                found[int(src[p])] = sample
     return [found.get(r) for r in rows]
 
 
@@ -87,6 +87,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise InputError(f"--n: must be an integer >= 1, got {args.n}")
     m = fmt.load_manifest(args.dir)
+    check_not_input(args.out, [m.root / fmt.MANIFEST_NAME, *(m.root / s for s in fmt.SPLITS),
+                               args.input], "writing the PNG there")
     originals, original_labels = _load_originals(m, args.input)
     rows, first = first_samples(m, args.n)
     if not rows:

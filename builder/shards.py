@@ -9,7 +9,6 @@ becomes a one-line ``InputError``; either way the temporary file is removed.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -21,19 +20,12 @@ import numpy as np
 from builder import format as fmt
 from builder.atomic import atomic_path
 from builder.errors import InputError
+from builder.format import sha256_file
 
 # HDF5's own bytes in a shard (superblock, object headers, chunk index, attributes): ~5 KiB
 # measured for 2048 images; the margin also covers the file system's block rounding.
 SHARD_OVERHEAD_BYTES = 64 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def shard_bytes_estimate(n: int, image_shape: tuple[int, ...], num_classes: int,

@@ -277,12 +277,54 @@ def test_yielded_batches_are_never_overwritten(build: Path) -> None:
         assert sorted(src[stamp == e].tolist()) == list(range(300))
 
 
-def test_group_buffers_are_reused(build: Path) -> None:
+def test_held_numpy_batches_are_never_overwritten(build: Path) -> None:
+    s = ShardStream(build, batch_size=48, buffer_blocks=1, seed=4)
+    held = [b for e in range(3) for b in s.iter_numpy(e)]  # views into group buffers
+    copies = [(x.copy(), y.copy()) for x, y in held]
+    for e in range(3, 6):  # keep reading: the pool must not hand out what `held` still sees
+        list(s.iter_numpy(e))
+    for (hx, hy), (cx, cy) in zip(held, copies, strict=True):
+        np.testing.assert_array_equal(hx, cx)
+        np.testing.assert_array_equal(hy, cy)
+
+
+def test_group_buffers_are_recycled(build: Path) -> None:
     s = ShardStream(build, batch_size=32, buffer_blocks=1)
     for e in range(3):  # 15 groups; a consumer that lets go of each batch
         for _ in s.iter_numpy(e):
             pass
-    assert 1 <= len(s._buffers._raw) <= 3
+    assert 1 <= s._buffers.free_blocks() <= 3
+
+
+def test_buffer_pool_reuses_only_released_blocks() -> None:
+    pool = rawio.BufferPool((4, 4, 3), keep=2)
+    a = pool.take(10)
+    view = a[3:5]  # a slice outlives the array it came from
+    del a
+    b = pool.take(10)
+    assert not np.shares_memory(view, b)  # still referenced: not handed out again
+    assert b.ctypes.data % 64 == 0 and b.shape == (10, 4, 4, 3) and b.flags.writeable
+    del view
+    assert pool.free_blocks() == 1
+    c = pool.take(10)
+    assert pool.free_blocks() == 0 and c.ctypes.data % 64 == 0
+
+
+def test_epoch_order_is_a_seeded_permutation_of_all_blocks() -> None:
+    sizes, block = [150, 150, 40], 64
+    order = stream_mod.epoch_order(sizes, block, seed=1, epoch=0)
+    assert order == stream_mod.epoch_order(sizes, block, seed=1, epoch=0)  # deterministic
+    samples = [(i, r) for i, a, b in order for r in range(a, b)]
+    assert sorted(samples) == [(i, r) for i, n in enumerate(sizes) for r in range(n)]
+    assert all(a % block == 0 and b - a <= block for _, a, b in order)  # chunk-aligned reads
+    assert order != stream_mod.epoch_order(sizes, block, seed=1, epoch=1)  # another epoch
+    assert order != stream_mod.epoch_order(sizes, block, seed=2, epoch=0)  # another seed
+    unshuffled = stream_mod.epoch_order(sizes, block, None, 5)
+    assert unshuffled == sorted(order)  # manifest order
+    assert stream_mod.epoch_order([10, 70], [10, 32], None, 0) == [
+        (0, 0, 10), (1, 0, 32), (1, 32, 64), (1, 64, 70)]  # a block size per shard
+    with pytest.raises(ValueError, match="block"):
+        stream_mod.epoch_order([10, 70], [32], 0, 0)
 
 
 def test_scattered_reads_split_into_several_preadv(

@@ -1,12 +1,13 @@
 """Raw chunk I/O for the shard reader: where each chunk lies in the file, and the aligned,
-reusable buffers that blocks are read into (see trainer/stream.py)."""
+recycled buffers that blocks are read into (see trainer/stream.py)."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import os
-import sys
-import threading
+import weakref
 
 import h5py
 import numpy as np
@@ -19,41 +20,51 @@ IOV_MAX = (
 )
 
 
-class GroupBuffers:
-    """Image buffers for groups, 64-byte aligned, reused once nothing refers to them.
+class BufferPool:
+    """Image buffers for groups, 64-byte aligned, recycled once nothing can read them.
 
-    Aligned: TensorFlow then wraps a yielded array (and rebatches it) without copying it.
-    Reused: a fresh 28 MiB buffer costs a page fault per 4 KiB on first write, about as much as
-    the read itself. A buffer is reused only when its reference count shows that no view of it
-    is alive (TensorFlow holds a reference for as long as a tensor aliases it), so what was
-    yielded is never overwritten. Safe to share between iterators (threads)."""
+    Aligned: TensorFlow then wraps a yielded array (and slices batches out of it) without
+    copying. Recycled: a fresh 28 MiB buffer costs a page fault per 4 KiB on first write, about
+    as much as the read itself.
+
+    Why reuse is safe: ``take`` wraps a block of raw memory in a new array whose base is a
+    ``memoryview``, not an array, so numpy stops collapsing view bases there: every slice of it,
+    and every tensor TensorFlow makes from one (TensorFlow keeps the numpy array it wraps),
+    holds a reference to that array. The block goes back to the pool in the array's finalizer,
+    that is when the last view or tensor is gone, whoever holds it and for however long (a
+    ``list(stream.iter_numpy())`` too). Nothing here counts references or knows how deep
+    TensorFlow prefetches. At most ``keep`` free blocks are kept; more in use at once are plain
+    allocations. Safe to share between iterators (threads): the free list is a deque, whose
+    append and pop are atomic, so a finalizer running in any thread needs no lock."""
 
     def __init__(self, image_shape: tuple[int, ...], keep: int = 8) -> None:
         self.image_shape = tuple(image_shape)
         self.keep = keep
-        self.rows = 0
-        self._raw: list[np.ndarray] = []
-        self._lock = threading.Lock()
-        probe = [np.empty(1)]
-        self._idle = sys.getrefcount(probe[0])  # the count of an array only this list holds
+        self.rows = 0  # rows of every block; grows (and drops smaller blocks) on demand
+        self._free: collections.deque[np.ndarray] = collections.deque()
 
     def take(self, rows: int) -> np.ndarray:
-        """A (rows, *image_shape) uint8 buffer that nothing else refers to."""
-        with self._lock:
-            if rows > self.rows:  # larger groups than before: start over with bigger buffers
-                self.rows, self._raw = rows, []
-            for i in range(len(self._raw)):
-                if sys.getrefcount(self._raw[i]) <= self._idle:
-                    return self._aligned(self._raw[i], rows)
-            raw = np.empty(self.rows * math.prod(self.image_shape) + 64, np.uint8)
-            if len(self._raw) < self.keep:
-                self._raw.append(raw)
-            return self._aligned(raw, rows)
-
-    def _aligned(self, raw: np.ndarray, rows: int) -> np.ndarray:
+        """A (rows, *image_shape) uint8 array that no other array or tensor shares memory with."""
+        self.rows = max(self.rows, rows)
+        size = self.rows * math.prod(self.image_shape) + 64
+        raw = None
+        with contextlib.suppress(IndexError):
+            raw = self._free.pop()
+        if raw is None or raw.size != size:  # none free, or one made for smaller groups
+            raw = np.empty(size, np.uint8)
         start = -raw.ctypes.data % 64
-        size = rows * math.prod(self.image_shape)
-        return raw[start : start + size].reshape(rows, *self.image_shape)
+        n = rows * math.prod(self.image_shape)
+        block = np.frombuffer(memoryview(raw)[start : start + n], np.uint8)
+        weakref.finalize(block, self._give_back, raw)
+        return block.reshape(rows, *self.image_shape)
+
+    def free_blocks(self) -> int:
+        """Blocks that nothing refers to, ready for the next ``take``."""
+        return len(self._free)
+
+    def _give_back(self, raw: np.ndarray) -> None:
+        if len(self._free) < self.keep and raw.size == self.rows * math.prod(self.image_shape) + 64:
+            self._free.append(raw)
 
 
 def raw_chunk_offsets(images: h5py.Dataset) -> list[int] | None:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,6 @@ import numpy as np
 
 from builder import format as fmt
 from builder.errors import InputError
-from builder.shards import sha256_file
 from trainer import rawio
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
 Batch = tuple[np.ndarray, np.ndarray]
 
 # 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and a
-# group buffer is ~28 MiB at 96x96 (a stream keeps at most GroupBuffers.keep of them).
+# group buffer is ~28 MiB at 96x96 (a stream keeps at most BufferPool.keep free ones).
 DEFAULT_BUFFER_BLOCKS = 16
 
 
@@ -108,17 +106,17 @@ class ShardStream:
         where = self.manifest.root / fmt.MANIFEST_NAME
 
         if split == "train":
+            problems = fmt.manifest_problems(self.manifest)
+            if problems:
+                raise InputError(f"{where}: {'; '.join(problems)}")
             self.epochs = self.manifest.epochs
             self._frozen = [self.manifest.shards_of("train", e) for e in range(self.epochs)]
         else:
             self.epochs = 1
             self._frozen = [self.manifest.shards_of(split)]
-        if self.epochs < 1 or any(not shards for shards in self._frozen):
-            raise InputError(f"{where}: no {split} shards for every one of {self.epochs} epochs")
-        counts = {sum(s.samples for s in shards) for shards in self._frozen}
-        if len(counts) != 1:
-            raise InputError(f"{where}: frozen epochs of {split} differ in size {sorted(counts)}")
-        self.num_samples = counts.pop()
+            if not self._frozen[0]:
+                raise InputError(f"{where}: the build has no {split} shards")
+        self.num_samples = sum(s.samples for s in self._frozen[0])
         has_soft = any(s.soft_labels for shards in self._frozen for s in shards)
         if soft_labels and not has_soft:
             raise InputError(f"{where}: soft labels requested but the {split} shards have none")
@@ -129,17 +127,14 @@ class ShardStream:
             raise ValueError(f"{self.num_samples} {split} samples give no batch of {batch_size}")
         # Shared by every dataset and iter_numpy of this stream, so memory stays bounded however
         # often Keras makes a new iterator (TensorFlow keeps a from_generator's generator alive).
-        self._buffers = rawio.GroupBuffers(self.image_shape)
+        self._buffers = rawio.BufferPool(self.image_shape)
         # Epochs whose reading a dataset() has started, in order (for logs and tests).
         self.epochs_read: list[int] = []
         if validate or verify:
             for shards in self._frozen:
                 for entry in shards:
-                    with self._opened(entry):
+                    with fmt.open_shard(self.manifest, entry, checksum=verify):
                         pass
-                    if verify and sha256_file(self.manifest.path_of(entry)) != entry.sha256:
-                        raise InputError(f"{self.manifest.path_of(entry)}: sha256 differs from "
-                                         "the manifest's; the shard's bytes changed")
 
     # --- public -------------------------------------------------------------------------
 
@@ -228,24 +223,20 @@ class ShardStream:
     def _concat(self, name: str, epoch: int) -> np.ndarray:
         parts = []
         for entry in self.shards_of_epoch(epoch):
-            with self._opened(entry) as f:
+            with fmt.open_shard(self.manifest, entry) as f:
                 parts.append(self._read(entry, lambda f=f: f[name][()]))
         return np.concatenate(parts)
 
     def _epoch_groups(self, epoch: int) -> Iterator[Batch]:
-        """Open this epoch's shards, read shuffled blocks, close the shards; yield groups of
-        whole batches (only the epoch's last group may end with a smaller one)."""
-        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        """Open this epoch's shards, read their blocks in ``epoch_order``, close the shards;
+        yield groups of whole batches (only the epoch's last group may end with a smaller one)."""
         bs = self.batch_size
         with contextlib.ExitStack() as stack:
             shards = [self._open(stack, e) for e in self.shards_of_epoch(epoch)]
-            blocks = [
-                (i, a, min(a + s.block, s.entry.samples))
-                for i, s in enumerate(shards)
-                for a in range(0, s.entry.samples, s.block)
-            ]
-            if rng is not None:
-                blocks = [blocks[j] for j in rng.permutation(len(blocks))]
+            blocks = epoch_order([s.entry.samples for s in shards], [s.block for s in shards],
+                                 self.seed if self.shuffle else None, epoch)
+            # Inside a group, its own stream: the block order stays a function of its inputs.
+            rng = np.random.default_rng([self.seed, epoch, 1]) if self.shuffle else None
             # A group: its blocks plus a carry of less than one batch from the one before.
             rows = min(self.num_samples, self.buffer_blocks * max(s.block for s in shards) + bs)
             carry_x = np.empty((0, *self.image_shape), np.uint8)
@@ -280,11 +271,11 @@ class ShardStream:
         )
 
     def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry) -> _OpenShard:
-        f = stack.enter_context(self._opened(entry))
+        f = stack.enter_context(fmt.open_shard(self.manifest, entry))
         images = f[fmt.DS_IMAGES]
         if self.soft_labels and entry.soft_labels:
             targets = self._read(entry, lambda: f[fmt.DS_SOFT_LABELS][()]).astype(np.float32)
-        else:  # labels are in 0..C-1: _opened checked them
+        else:  # labels are in 0..C-1: open_shard checked them
             hard = self._read(entry, lambda: f[fmt.DS_LABELS][()])
             targets = np.eye(self.num_classes, dtype=np.float32)[hard]
         block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
@@ -317,72 +308,6 @@ class ShardStream:
                 raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
             offset += want
 
-    @contextlib.contextmanager
-    def _opened(self, entry: fmt.ShardEntry) -> Iterator[h5py.File]:
-        """Open a shard, check it against the manifest, close it afterwards."""
-        path = self.manifest.path_of(entry)
-        if not path.is_file():
-            raise InputError(f"{path}: shard listed in the manifest is missing")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise InputError(f"{path}: unreadable or truncated shard ({e})") from None
-        try:
-            problem = self._mismatch(f, entry)
-            if problem:
-                raise InputError(f"{path}: {problem}; the shard does not match the manifest")
-            yield f
-        finally:
-            f.close()
-
-    def _mismatch(self, f: h5py.File, entry: fmt.ShardEntry) -> str | None:
-        """What about an open shard disagrees with its manifest entry, or None."""
-        a = f.attrs
-        want: dict[str, Any] = {
-            fmt.ATTR_SCHEMA_VERSION: fmt.SCHEMA_VERSION,
-            fmt.ATTR_SPLIT: entry.split,
-            fmt.ATTR_EPOCH: entry.epoch,
-            fmt.ATTR_SHARD_INDEX: entry.index,
-        }
-        for key, value in want.items():
-            got = a.get(key)
-            if isinstance(got, bytes):
-                got = got.decode()
-            got = got.item() if isinstance(got, np.generic) else got  # print 1, not np.int64(1)
-            if got is None or got != value:
-                return f"attribute {key} is {got!r}, expected {value!r}"
-        try:
-            names = json.loads(a.get(fmt.ATTR_CLASS_NAMES, "null"))
-        except (TypeError, ValueError):
-            names = None
-        if names != self.class_names:
-            return "class names differ from the manifest's"
-        n, c = entry.samples, self.num_classes
-        shapes = {
-            fmt.DS_IMAGES: ((n, *self.image_shape), np.uint8),
-            fmt.DS_LABELS: ((n,), np.int32),
-            fmt.DS_SOURCE_INDEX: ((n,), np.int64),
-        }
-        if entry.soft_labels:
-            shapes[fmt.DS_SOFT_LABELS] = ((n, c), np.float32)
-        for name, (shape, dtype) in shapes.items():
-            ds = f.get(name)
-            if not isinstance(ds, h5py.Dataset):
-                return f"dataset {name} is missing"
-            if ds.shape != shape or ds.dtype != dtype:
-                return (f"dataset {name} is {ds.shape} {ds.dtype}, expected {shape} "
-                        f"{np.dtype(dtype)}")
-        try:
-            labels = f[fmt.DS_LABELS][()]
-        except OSError as e:
-            return f"labels unreadable ({e})"
-        if n and (labels.min() < 0 or labels.max() >= c):
-            return f"labels outside 0..{c - 1}"
-        counts = np.bincount(labels, minlength=c).tolist()
-        if counts != entry.class_counts:
-            return f"class counts {counts} differ from the manifest's {entry.class_counts}"
-        return None
-
     def _read(self, entry: fmt.ShardEntry, read: Callable[..., Any], *args: Any) -> Any:
         """Run one h5py read; a damaged file becomes an InputError naming the shard."""
         try:
@@ -390,3 +315,24 @@ class ShardStream:
         except OSError as e:
             path = self.manifest.path_of(entry)
             raise InputError(f"{path}: shard data unreadable ({e})") from None
+
+
+def epoch_order(
+    shard_sizes: Sequence[int], block: int | Sequence[int], seed: int | None, epoch: int
+) -> list[tuple[int, int, int]]:
+    """The order in which the reader reads an epoch: ``(shard, start, stop)`` for every block of
+    ``block`` consecutive samples (one HDF5 chunk, so each is one sequential read) of every
+    shard, each exactly once; shuffled by ``(seed, epoch)``, or in manifest order for ``seed``
+    None. ``block`` is one size for all shards, or one per shard. A pure function: equal
+    arguments give equal orders, whatever was read before.
+    """
+    sizes = [int(n) for n in shard_sizes]
+    per_shard = [int(block)] * len(sizes) if isinstance(block, int) else [int(b) for b in block]
+    if len(per_shard) != len(sizes) or min(per_shard, default=1) < 1:
+        raise ValueError(f"block {block!r}: need one size >= 1, or one per shard")
+    blocks = [(i, a, min(a + b, n)) for i, (n, b) in enumerate(zip(sizes, per_shard, strict=True))
+              for a in range(0, n, b)]
+    if seed is None:
+        return blocks
+    rng = np.random.default_rng([seed, epoch])
+    return [blocks[j] for j in rng.permutation(len(blocks))]
