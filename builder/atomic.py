@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from builder.errors import InputError
+
 TMP_PREFIX = ".tmp-"
+# Errors of the file system under an output, not of the program: one line, exit 2.
+_FS_FULL_OR_READONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _fs_error(path: Path, e: OSError) -> InputError:
+    what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "read-only file system"
+    return InputError(f"{path}: cannot write it: {what} ({e.strerror}); nothing was written")
 
 
 @contextlib.contextmanager
@@ -20,19 +30,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    except OSError as e:
+        if e.errno in _FS_FULL_OR_READONLY:
+            raise _fs_error(path, e) from None
+        raise
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield tmp  # the caller's errors pass unchanged (write_shard words its own)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    try:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _FS_FULL_OR_READONLY:
+            raise _fs_error(path, e) from None
+        raise
+
+
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write several files so that they appear together or not at all (metrics.json and its
+    PNG, scan.json and its contact sheet): every temporary is written and fsynced first, then
+    all are renamed. On failure the temporaries, and folders made for them, are removed.
+
+    Raises:
+        InputError: the disk is full or read-only (the line names the file).
+    """
+    made = {d for p in files for d in Path(p).absolute().parents if not d.exists()}
+    with contextlib.ExitStack() as stack:
+        try:
+            for path, data in files.items():
+                tmp = stack.enter_context(atomic_path(path))
+                try:
+                    tmp.write_bytes(data)
+                except OSError as e:
+                    if e.errno in _FS_FULL_OR_READONLY:
+                        raise _fs_error(Path(path), e) from None
+                    raise
+        except BaseException:
+            stack.close()  # each atomic_path removes its temporary
+            for d in sorted(made, key=lambda q: len(q.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only if empty
+            raise
 
 
 def _umask() -> int:
@@ -42,8 +90,7 @@ def _umask() -> int:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_together({Path(path): data})
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

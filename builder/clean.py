@@ -11,6 +11,8 @@ Files written to the output folder, each atomically (see docs/SCAN.md for the sc
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from builder.atomic import atomic_path, write_json
+from builder.atomic import atomic_path, write_json, write_together
 from builder.errors import InputError
 from builder.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
-from builder.report import write_contact_sheet
+from builder.report import contact_sheet_png
 from builder.scan import DEFAULT_OUTLIER_MIN, DEFAULT_THRESHOLD, ScanResult, scan_dataset
 from builder.split import DEFAULT_FRACTIONS, SPLIT_NAMES, check_fractions, parse_fractions
 from builder.split import split_indices as _split_indices
+
+CLEAN_OUTPUTS = ("scan.json", "scan.png", "split.json", "cleaned.npz")
 
 
 @dataclass
@@ -57,9 +61,13 @@ def scan_report(ds: Dataset, result: ScanResult) -> dict[str, Any]:
 
 
 def write_scan(out_dir: Path, ds: Dataset, result: ScanResult) -> None:
-    write_json(out_dir / "scan.json", scan_report(ds, result))
-    write_contact_sheet(out_dir / "scan.png", ds.images, ds.labels, ds.class_names,
-                        result.clusters)
+    """scan.json and scan.png, together or not at all (a full disk leaves neither)."""
+    report = json.dumps(scan_report(ds, result), indent=2, sort_keys=True) + "\n"
+    write_together({
+        out_dir / "scan.json": report.encode(),
+        out_dir / "scan.png": contact_sheet_png(ds.images, ds.labels, ds.class_names,
+                                                result.clusters),
+    })
 
 
 def _split_report(ds: Dataset, splits: dict[str, np.ndarray], fractions: Sequence[float],
@@ -215,13 +223,24 @@ def cmd_clean(args: argparse.Namespace) -> int:
     fractions = _flagged("--split", parse_fractions, _arg(args, "split"))
     ds = _load(args)
     medmnist = bool(_arg(args, "medmnist_split", False))
-    result = clean_dataset(
-        ds, args.out, threshold=_arg(args, "threshold"), outlier_min=_arg(args, "outlier_min"),
-        fractions=fractions, seed=_arg(args, "seed", 0), jobs=_arg(args, "jobs"),
-        medmnist_split=medmnist,
-    )
     out = Path(args.out)
-    write_cleaned(out / "cleaned.npz", ds, result.splits)
+    # Four files: on a failure (a full disk) remove the ones this run made, and its folder.
+    new = [p for p in (out, *(out / n for n in CLEAN_OUTPUTS)) if not p.exists()]
+    try:
+        result = clean_dataset(
+            ds, args.out, threshold=_arg(args, "threshold"),
+            outlier_min=_arg(args, "outlier_min"), fractions=fractions,
+            seed=_arg(args, "seed", 0), jobs=_arg(args, "jobs"), medmnist_split=medmnist,
+        )
+        write_cleaned(out / "cleaned.npz", ds, result.splits)
+    except BaseException:
+        for p in reversed(new):
+            with contextlib.suppress(OSError):
+                if p == out:
+                    p.rmdir()  # only if empty
+                else:
+                    p.unlink(missing_ok=True)
+        raise
     if result.scan is not None:
         _print_scan(result.scan)
     sizes = ", ".join(f"{s} {len(result.splits[s])}" for s in SPLIT_NAMES)

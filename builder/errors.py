@@ -17,6 +17,7 @@ EXIT_INPUT_ERROR = 2
 def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:
     """Run a CLI subcommand given as ``"module:function"``; the one place where ``InputError``
     becomes a line on stderr and exit code 2, and Ctrl-C a hint and 130."""
+    import errno
     import importlib
     import sys
 
@@ -25,6 +26,16 @@ def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as e:  # a write the command did not guard: still one line for a full disk
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"{prog}: error: {e.filename or 'output'}: disk full ({e.strerror}); free some "
+              "space and run again", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except MemoryError:
+        print(f"{prog}: error: out of memory; use a smaller --size, --batch-size or data set",
+              file=sys.stderr)
         return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)

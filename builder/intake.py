@@ -98,6 +98,53 @@ def fingerprint(ds: Dataset) -> str:
     return h.hexdigest()
 
 
+def available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable, or a cgroup's limit if lower."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return 1 << 62
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_memory(n: int, size: tuple[int, int], where: str) -> None:
+    """Refuse, before allocating, ``n`` RGB images of ``size`` that do not fit in memory."""
+    needed = int(n) * int(size[0]) * int(size[1]) * 3
+    free = available_memory()
+    if needed > free:
+        raise InputError(
+            f"{where}: {n:,} images of {size[0]}x{size[1]} need {needed / 2**30:,.1f} GiB of "
+            f"memory, {max(free, 0) / 2**30:,.1f} GiB is available; use a smaller --size or "
+            "fewer images"
+        )
+
+
+def check_class_names(names: list[str], where: str) -> list[str]:
+    """Class names must be non-empty and distinct (for --classes, an npz, a run)."""
+    empty = [i for i, n in enumerate(names) if not str(n).strip()]
+    if empty:
+        raise InputError(f"{where}: class name {empty[0]} is empty")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"{where}: duplicate class name(s) {', '.join(map(repr, dup))}")
+    return list(names)
+
+
 # --- conversion -----------------------------------------------------------------------------
 
 
@@ -129,22 +176,39 @@ class _Member:
         try:
             with z.zip.open(self.name) as f:
                 header = self._header(f)
-            if header is None:  # Fortran order, objects or a newer header: numpy reads it
-                self.whole = z[key]
-                header = (self.whole.shape, self.whole.dtype)
+                if header is not None:
+                    self._check_size(header, z.zip.getinfo(self.name).file_size - f.tell())
+            if header is None or header[2]:  # Fortran order, objects or a newer header
+                self.whole = z[key]  # numpy reads it (and refuses objects: no pickles)
+                header = (self.whole.shape, self.whole.dtype, False)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise InputError(f"{self.unreadable} ({type(e).__name__}: {e})") from None
-        self.shape, self.dtype = header
+        self.shape, self.dtype = header[0], header[1]
+
+    def _check_size(self, header: tuple, stored: int) -> None:
+        """A header may claim any shape: compare with the bytes the archive really holds
+        before anything is allocated for it (10**12 claimed rows must not reach numpy)."""
+        shape, dtype = header[0], header[1]
+        if dtype.hasobject:
+            return  # numpy refuses it without allow_pickle
+        claimed = dtype.itemsize
+        for v in shape:
+            claimed *= int(v)
+        if claimed > stored:
+            raise InputError(f"{self.where}: header claims shape {shape} {dtype} "
+                             f"({claimed:,} bytes), the archive holds {max(stored, 0):,}; "
+                             "the file is truncated or was altered")
 
     @staticmethod
-    def _header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype] | None:
+    def _header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, bool] | None:
+        """(shape, dtype, numpy must read it) from a .npy header; None for an unknown one."""
         version = np.lib.format.read_magic(f)
         if version not in ((1, 0), (2, 0)):
             return None
         read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
         shape, fortran_order, dtype = read(f)
-        return None if fortran_order or dtype.hasobject else (shape, dtype)
+        return shape, dtype, bool(fortran_order or dtype.hasobject)
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows) of about ``_CHUNK_BYTES`` each, in order."""
@@ -184,6 +248,7 @@ def _images(src: _Member, size: tuple[int, int], out: np.ndarray | None = None) 
         raise InputError(f"{where}: dtype {src.dtype}, expected uint8 or float")
     scale = _float_scale(src) if floating else None
     if out is None:
+        check_memory(shape[0], size, where)
         out = np.empty((shape[0], *size, 3), np.uint8)
     for s, part in src.chunks():
         if scale is not None:
@@ -242,13 +307,22 @@ def _labels(raw: np.ndarray, n: int, where: str) -> np.ndarray:
 
 
 def _check_classes(
-    labels: np.ndarray, class_names: list[str] | None, where: str
+    labels: np.ndarray, class_names: list[str] | None, where: str,
+    max_classes: int | None = None,
 ) -> list[str]:
-    """Labels must lie in 0..C-1 and every class must have at least one image."""
+    """Labels must lie in 0..C-1 and every class must have at least one image, unless
+    ``max_classes`` is given: then labels must lie below it and classes may be absent."""
     if len(labels) and labels.min() < 0:
         i = int(np.argmin(labels))
         raise InputError(f"{where}[{i}]: label {labels[i]} is negative")
-    n_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    top = int(labels.max()) if len(labels) else -1
+    limit = len(labels) if max_classes is None else max_classes
+    if class_names is None and top >= limit:  # checked before any per-class list is made
+        i = int(np.argmax(labels))
+        what = (f"{len(labels)} images cannot fill classes 0..{top}" if max_classes is None
+                else f"out of range 0..{max_classes - 1}")
+        raise InputError(f"{where}[{i}]: label {top}: {what}")
+    n_classes = len(class_names) if class_names is not None else top + 1
     over = labels >= n_classes
     if over.any():
         i = int(np.argmax(over))
@@ -258,7 +332,7 @@ def _check_classes(
         )
     names = class_names if class_names is not None else [str(c) for c in range(n_classes)]
     counts = np.bincount(labels, minlength=n_classes)
-    if (counts == 0).any():
+    if max_classes is None and (counts == 0).any():
         c = int(np.argmin(counts))
         raise InputError(f"{where}: class {c} ({names[c]!r}) has no images")
     return list(names)
@@ -268,7 +342,7 @@ def _check_classes(
 
 
 def _load_npz(path: Path, size: tuple[int, int], class_names: list[str] | None,
-              medmnist_split: bool) -> Dataset:
+              medmnist_split: bool, max_classes: int | None = None) -> Dataset:
     try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -276,11 +350,12 @@ def _load_npz(path: Path, size: tuple[int, int], class_names: list[str] | None,
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: a single array (.npy?), expected an npz archive")
     with z:
-        return _read_npz(path, z, size, class_names, medmnist_split)
+        return _read_npz(path, z, size, class_names, medmnist_split, max_classes)
 
 
 def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
-              class_names: list[str] | None, medmnist_split: bool) -> Dataset:
+              class_names: list[str] | None, medmnist_split: bool,
+              max_classes: int | None = None) -> Dataset:
     keys = set(z.files)
 
     def need(key: str) -> None:
@@ -289,6 +364,9 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
 
     def get(key: str) -> np.ndarray:
         need(key)
+        member = _Member(z, key, path)  # its header is checked against the stored bytes
+        if member.whole is not None:
+            return member.whole
         try:
             return z[key]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -306,9 +384,10 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
             stored = get("class_names")
             if stored.dtype.kind not in "US" or stored.ndim != 1:
                 raise InputError(f"{path}: class_names must be a 1-D array of strings")
-            class_names = [str(c) for c in stored]
+            class_names = check_class_names([str(c) for c in stored], f"{path}: class_names")
     elif "train_images" in keys:
         parts = [member(f"{split}_images") for split in MEDMNIST_SPLITS]
+        check_memory(sum(p.shape[0] for p in parts if p.shape), size, f"{path}: *_images")
         images = np.empty((sum(p.shape[0] for p in parts), *size, 3), np.uint8)
         labs, names, start = [], [], 0
         for split, part in zip(MEDMNIST_SPLITS, parts, strict=True):
@@ -327,7 +406,7 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
         )
     if medmnist_split and official is None:
         raise InputError(f"{path}: --medmnist-split needs a MedMNIST npz (train_images, ...)")
-    names = _check_classes(labels, class_names, f"{path}: labels")
+    names = _check_classes(labels, class_names, f"{path}: labels", max_classes)
     ids = [str(i) for i in range(len(labels))]
     return Dataset(images, labels, names, str(path), ids, official)
 
@@ -378,6 +457,7 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
 
     from tqdm import tqdm
 
+    check_memory(len(files), size, str(root))
     images = np.empty((len(files), *size, 3), np.uint8)  # decoded straight into place
 
     def read(i: int) -> bool:
@@ -419,6 +499,7 @@ def load_dataset(
     class_names: list[str] | None = None,
     strict: bool = False,
     medmnist_split: bool = False,
+    max_classes: int | None = None,
 ) -> Dataset:
     """Read a folder per class, an AN2DL npz or a MedMNIST npz (detected from the path).
 
@@ -429,6 +510,8 @@ def load_dataset(
             ``class_names`` key, or "0".."C-1".
         strict: an unreadable image file in a class folder is an error, not a skip.
         medmnist_split: set ``official_split`` (only valid for a MedMNIST npz).
+        max_classes: for data scored by a trained model (evaluate): an npz's labels must
+            lie below it, and a class without images is allowed.
 
     Raises:
         InputError: a missing or unreadable input, missing keys, wrong dtype or rank, length
@@ -442,4 +525,41 @@ def load_dataset(
         if medmnist_split:
             raise InputError(f"{p}: --medmnist-split needs a MedMNIST npz, not a folder")
         return _load_folders(p, size, class_names, strict)
-    return _load_npz(p, size, class_names, medmnist_split)
+    return _load_npz(p, size, class_names, medmnist_split, max_classes)
+
+
+def load_unlabelled(path: str | os.PathLike, size: tuple[int, int]
+                    ) -> tuple[np.ndarray, list[str]] | None:
+    """Unlabelled images under the same rules as ``load_dataset``: a flat folder of image files
+    (ids: file names) or an npz with ``images`` and no ``labels`` (ids: row numbers); None
+    for any other input (a folder per class, a labelled npz)."""
+    p = Path(path)
+    size = (int(size[0]), int(size[1]))
+    if p.is_dir():
+        entries = [e for e in p.iterdir() if not e.name.startswith(".")]
+        files = sorted(e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS
+                       and not e.is_dir())
+        if not files or any(e.is_dir() for e in entries):
+            return None
+        check_memory(len(files), size, str(p))
+        images = np.empty((len(files), *size, 3), np.uint8)
+        for i, f in enumerate(files):
+            img = read_image(f, size)
+            if img is None:
+                raise InputError(f"{f}: unreadable image (not an image file, or not 1, 3 or "
+                                 "4 channels)")
+            images[i] = img
+        return images, [f.name for f in files]
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{p}: unreadable npz ({type(e).__name__}: {e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise InputError(f"{p}: a single array (.npy?), expected an npz archive")
+    with z:
+        if "images" not in z.files or "labels" in z.files:
+            return None
+        images = _images(_Member(z, "images", p), size)
+    return images, [str(i) for i in range(len(images))]

@@ -49,8 +49,9 @@ def _overlaps(p: Path, q: Path) -> bool:
 
 
 def check_not_input(target: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
-                    what: str) -> None:
-    """Refuse to write or remove ``target`` if it is, holds or lies inside one of ``inputs``.
+                    what: str, inside_ok: bool = False) -> None:
+    """Refuse to write or remove ``target`` if it is, holds or lies inside one of ``inputs``
+    (``inside_ok``: a new file inside an input folder is allowed, e.g. a CSV of predictions).
 
     Raises:
         InputError: naming ``target``, the input and ``what`` was about to happen.
@@ -60,7 +61,7 @@ def check_not_input(target: str | os.PathLike, inputs: Iterable[str | os.PathLik
         if inp is None or str(inp) == "":
             continue
         i = _resolve(inp)
-        if _overlaps(t, i):
+        if _overlaps(t, i) and not (inside_ok and i in t.parents):
             rel = "is" if t == i else ("holds" if t in i.parents else "lies inside")
             raise InputError(f"{target}: {rel} the input {inp}; {what} would destroy it; "
                              "choose another output")

@@ -7,12 +7,8 @@ names. Drawn with numpy and cv2 (no figure machinery: it is a grid of small imag
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
-
-from builder.atomic import write_bytes
 
 TILE = 96  # every image is shown at this size
 CAPTION = 28  # pixels of caption under each tile (two lines)
@@ -94,11 +90,12 @@ def contact_sheet(images: np.ndarray, labels: np.ndarray, class_names: list[str]
     return np.concatenate(parts, axis=0)
 
 
-def write_contact_sheet(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
-                        class_names: list[str], clusters: list[dict]) -> None:
-    """Draw the sheet and write it as a PNG, atomically."""
+def contact_sheet_png(images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                      clusters: list[dict]) -> bytes:
+    """The sheet encoded as PNG bytes (written with scan.json, so both appear together)."""
     sheet = contact_sheet(images, labels, class_names, clusters)
     ok, buf = cv2.imencode(".png", sheet[..., ::-1])
     if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    write_bytes(path, buf.tobytes())
+        raise RuntimeError("contact sheet: PNG encoding failed")
+    return buf.tobytes()
+

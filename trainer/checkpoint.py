@@ -60,11 +60,37 @@ def load_state(run: Path) -> RunState:
         state = json.loads(path.read_text())
         if not isinstance(state, dict) or state.get("phase") not in ("coarse", "fine", "done"):
             raise ValueError("not a run state")
+        _check_state({**new_state(), **state})
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise InputError(
             f"{path}: unreadable run state ({e}); start again with --overwrite"
         ) from None
     return {**new_state(), **state}
+
+
+def _check_state(state: RunState) -> None:
+    """Every field's type, so that a damaged state.json fails here, before fit writes."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ckpt_path = state["checkpoint"]
+    problems = [
+        ("epoch", is_int(state["epoch"]) and state["epoch"] >= -1),
+        ("fine_start", state["fine_start"] is None
+         or (is_int(state["fine_start"]) and state["fine_start"] >= 0)),
+        ("checkpoint", ckpt_path is None or (
+            isinstance(ckpt_path, str) and ckpt_path.startswith(CHECKPOINT_DIR + "/")
+            and ".." not in ckpt_path.split("/"))),
+        ("early_stopping", state["early_stopping"] is None
+         or isinstance(state["early_stopping"], dict)),
+        ("reduce_lr", state["reduce_lr"] is None or isinstance(state["reduce_lr"], dict)),
+        ("stopped", isinstance(state["stopped"], bool)),
+        ("history", isinstance(state["history"], list)
+         and all(isinstance(r, dict) for r in state["history"])),
+    ]
+    bad = [k for k, ok in problems if not ok]
+    if bad:
+        raise ValueError(f"field(s) {', '.join(bad)} damaged")
 
 
 def save_state(run: Path, state: RunState) -> None:

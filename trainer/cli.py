@@ -7,9 +7,12 @@ hands them to ``builder.errors.dispatch`` (``InputError`` -> one line on stderr,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
+from pathlib import Path
 
-from builder.errors import dispatch
+from builder.errors import InputError, dispatch
 from trainer.config import MODEL_NAMES
 
 PROG = "frozenaug-train"
@@ -83,10 +86,115 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SEED_MAX = 2**32 - 1  # what TensorFlow and Keras seeds accept
+BATCH_MAX = 65536
+
+
+def _exists(path: str, what: str, folder: bool | None) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such {what}")
+    if folder is True and not p.is_dir():
+        raise InputError(f"{path}: is a file, expected a {what}")
+    if folder is False and p.is_dir():
+        raise InputError(f"{path}: is a folder, expected a {what}")
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """The checks that need no TensorFlow (paths, flag ranges), run before it is imported:
+    a mistyped command fails at once, and with nothing but its one line on stderr."""
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise InputError(f"--seed: must be in 0..{SEED_MAX}, got {seed}")
+    if args.command == "fit":
+        _exists(args.dir, "build directory", True)
+        if args.config is not None:
+            _exists(args.config, "config file", False)
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise InputError(f"{args.out}: exists and is not a folder (--out names the run "
+                             "folder)")
+        from dataclasses import fields
+
+        from trainer.config import FitConfig, resolve_config  # no TensorFlow in there
+
+        keys = {f.name for f in fields(FitConfig)} - {"build_dir"}
+        flags = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+        resolve_config({**flags, "build_dir": args.dir}, args.config)
+        return
+    if args.batch_size is not None and not 1 <= args.batch_size <= BATCH_MAX:
+        raise InputError(f"--batch-size: must be in 1..{BATCH_MAX}, got {args.batch_size}")
+    if args.command == "evaluate":
+        from trainer.distort import MAX_SEVERITY
+
+        if not 1 <= args.severities <= MAX_SEVERITY:
+            raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {args.severities}")
+    _exists(args.run, "run directory", True)
+    out = Path(args.out)
+    if args.command == "evaluate":
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: is a file; --out names the folder for metrics.json")
+    elif out.is_dir():
+        raise InputError(f"{out}: is a folder; --out names the CSV file to write")
+
+
+FIT_FLAGS = ("model", "weights", "epochs_coarse", "epochs_fine", "batch_size", "lr", "fine_lr",
+             "optimizer", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "mix",
+             "unfreeze", "patience", "seed", "strategy", "mixed_precision", "xla", "verify")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras with file descriptor 2 pointed at /dev/null.
+
+    Their C++ start-up logging (absl's "before InitializeLog" warning, the oneDNN note) is
+    written before TF_CPP_MIN_LOG_LEVEL applies, so without this every one-line error would
+    follow 4 lines of noise. A failing import still reports: its exception is raised after
+    fd 2 is restored.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        try:
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     args = build_parser().parse_args(argv)
     hint = "run the same command with --resume to continue"
-    return dispatch(PROG, COMMANDS[args.command], args, hint)
+    if argv is not None:  # in process (tests): the caller's interpreter goes on
+        return dispatch(PROG, "trainer.cli:_run", args, hint)
+    # The console script exits here, whatever happened: a thread that a library left running
+    # (tf.data, a prefetching reader) must not keep a failed command alive.
+    try:
+        code = dispatch(PROG, "trainer.cli:_run", args, hint)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(args: argparse.Namespace) -> int:
+    precheck(args)
+    import_tensorflow_quietly()
+    module, func = COMMANDS[args.command].split(":")
+    import importlib
+
+    return int(getattr(importlib.import_module(module), func)(args) or 0)
+
 
 
 if __name__ == "__main__":

@@ -71,8 +71,13 @@ class FitConfig:
                 raise bad(key, "must be >= 0")
         if self.epochs_coarse + self.epochs_fine < 1:
             raise InputError(f"{where}: epochs_coarse + epochs_fine must be >= 1")
-        if self.batch_size < 1:
-            raise bad("batch_size", "must be >= 1")
+        if not 1 <= self.batch_size <= 65536:
+            raise bad("batch_size", "must be in 1..65536")
+        if not 0 <= self.seed <= 2**32 - 1:  # TensorFlow's and Keras' seed range
+            raise bad("seed", "must be in 0..4294967295")
+        for key in ("epochs_coarse", "epochs_fine"):
+            if int(getattr(self, key)) > 100_000:
+                raise bad(key, "must be <= 100000")
         for key in ("lr", "fine_lr"):
             v = float(getattr(self, key))
             if not (math.isfinite(v) and v > 0):
@@ -82,10 +87,10 @@ class FitConfig:
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "must be in [0, 1)")
         for key in ("head_l2", "fine_l1", "fine_l2", "output_l2", "min_lr"):
-            if not float(getattr(self, key)) >= 0:
-                raise bad(key, "must be >= 0")
-        if not self.head_units or any(int(u) < 1 for u in self.head_units):
-            raise bad("head_units", "must be a non-empty list of positive integers")
+            if not (math.isfinite(float(getattr(self, key))) and float(getattr(self, key)) >= 0):
+                raise bad(key, "must be a finite number >= 0")
+        if not self.head_units or any(not 1 <= int(u) <= 65536 for u in self.head_units):
+            raise bad("head_units", "must be a non-empty list of integers in 1..65536")
         if self.strategy not in STRATEGIES:
             raise bad("strategy", f"allowed: {', '.join(STRATEGIES)}")
         for key in ("mixed_precision", "xla"):

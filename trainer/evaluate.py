@@ -17,8 +17,11 @@ from typing import Any
 import numpy as np
 
 from builder import format as fmt
-from builder.atomic import atomic_path, write_json
+from builder.atomic import write_together
 from builder.errors import InputError
+from builder.intake import check_class_names
+from builder.owned import check_not_input
+from builder.report import drawable
 from trainer.config import MODEL_NAME, RUN_INFO_NAME, FitConfig, load_run_config
 from trainer.distort import FAMILIES, MAX_SEVERITY, distort
 
@@ -57,6 +60,15 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as e:  # a damaged zip/h5 raises many types
         raise InputError(f"{model_path}: unreadable model ({type(e).__name__}: {e})") from None
+    check_class_names(names, f"{info_path}: class_names")
+    try:  # the model must be the one run.json describes, or every output is mislabelled
+        outputs, inputs = int(model.output_shape[-1]), tuple(model.input_shape[1:])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        outputs, inputs = -1, ()
+    if outputs != len(names) or inputs != shape:
+        raise InputError(f"{model_path}: the model maps {inputs} images to {outputs} classes, "
+                         f"{info_path} says {shape} and {len(names)} classes; the run folder "
+                         "is inconsistent")
     return Run(run, model, config, names, shape)  # type: ignore[arg-type]
 
 
@@ -106,7 +118,7 @@ def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test") -
             _check_names(p, folders, run.class_names)
         ds = load_dataset(p, size=size, class_names=run.class_names)
     else:
-        ds = load_dataset(p, size=size)
+        ds = load_dataset(p, size=size, max_classes=len(run.class_names))
         names = list(ds.class_names)
         unnamed = names == [str(i) for i in range(len(names))]  # an npz without class_names
         if not (unnamed and len(names) <= len(run.class_names)):
@@ -178,7 +190,10 @@ def score(labels: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict
     return metrics_from_confusion(cm, class_names)
 
 
-def write_confusion_png(path: Path, cm: np.ndarray, class_names: list[str], title: str) -> None:
+def confusion_png(cm: np.ndarray, class_names: list[str], title: str) -> bytes:
+    """The confusion matrix drawn as PNG bytes (written together with metrics.json)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,15 +207,17 @@ def write_confusion_png(path: Path, cm: np.ndarray, class_names: list[str], titl
     for (t, p), v in np.ndenumerate(cm):
         ax.text(p, t, str(v), ha="center", va="center",
                 color="white" if v / rows[t, 0] > 0.5 else "black", fontsize=8)
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(k), class_names)
+    names = [drawable(c) for c in class_names]  # printable, whatever the folder names were
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    return buf.getvalue()
 
 
 # --- the command --------------------------------------------------------------------------
@@ -241,6 +258,8 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
         raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {severities}")
     if batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
+    for name in ("metrics.json", "confusion.png"):  # never replace the input with a report
+        check_not_input(Path(out) / name, [input_path], "writing there", inside_ok=True)
     run = load_run(run_dir)
     inputs = load_inputs(run, input_path, split)
     if inputs.labels is None:
@@ -253,10 +272,12 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
     if distort_:
         metrics["robustness"] = robustness(run, inputs, severities, seed, batch_size)
     out = Path(out)
-    write_json(out / "metrics.json", metrics)
-    write_confusion_png(out / "confusion.png", np.array(metrics["confusion_matrix"]),
-                        run.class_names, f"{run.config.model}: accuracy "
-                        f"{metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
+    png = confusion_png(np.array(metrics["confusion_matrix"]), run.class_names,
+                        f"{run.config.model}: accuracy {metrics['accuracy']:.3f}, "
+                        f"macro F1 {metrics['macro_f1']:.3f}")
+    text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    # Together or not at all: a full disk leaves neither file (nor a new empty folder).
+    write_together({out / "metrics.json": text.encode(), out / "confusion.png": png})
     return metrics
 
 
