@@ -33,7 +33,7 @@ from builder import format as fmt  # noqa: E402
 from builder.atomic import write_json  # noqa: E402
 from builder.shards import write_shard  # noqa: E402
 
-PACK_DIR = Path("/work/shared/data/bloodcells")
+PACK_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "bloodcells"  # ../shared
 NPZ = Path("/tmp/bloodcells.npz")
 DEFAULT_BUILD = Path("/tmp/frozenaug-bench-build")
 CLASSES = ["basophil", "eosinophil", "erythroblast", "immature_granulocyte", "lymphocyte",

@@ -3,12 +3,12 @@
 
     python bench/scan.py [DATA] [--imagehash-n 1000] [--repeats 3] [--million]
 
-DATA is any input ``load_dataset`` reads (default /tmp/bloodcells.npz, made with
-``python /work/shared/data/bloodcells/unpack.py /tmp/bloodcells.npz``). imagehash is timed on
-the first ``--imagehash-n`` images only and its rate extrapolated (it is a per-image loop, so
-its rate does not depend on N). Times are the best of ``--repeats`` runs. ``--million`` also
-groups one million synthetic hashes (the data set's hashes, each copied 73 times with 8 random
-bit flips) and reports time and peak traced memory.
+DATA is any input ``load_dataset`` reads (default /tmp/bloodcells.npz, made from the project
+folder with ``python ../shared/data/bloodcells/unpack.py /tmp/bloodcells.npz``). imagehash is
+timed on the first ``--imagehash-n`` images only and its rate extrapolated (it is a per-image
+loop, so its rate does not depend on N). Times are the best of ``--repeats`` runs.
+``--million`` also groups one million synthetic hashes (the data set's hashes, each copied 73
+times with 8 random bit flips) and reports time and peak traced memory.
 """
 
 from __future__ import annotations

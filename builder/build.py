@@ -174,8 +174,9 @@ def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
     return entry
 
 
-def _split_and_scan(ds: Any, cfg: BuildConfig, bdir: BuildDir) -> tuple[dict, dict | None]:
-    """Clean and split, or reuse the result a resumed build saved in ``.work``."""
+def _scan_and_split(ds: Any, cfg: BuildConfig, bdir: BuildDir) -> tuple[dict, dict | None]:
+    """Scan (unless ``--no-clean``), drop what it flags, split the rest with near-duplicates kept
+    together (``clean_dataset``); or reuse the result a resumed build saved in ``.work``."""
     saved = bdir.load_clean()
     if saved is not None:
         return saved
@@ -319,7 +320,7 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
     labels = np.asarray(ds.labels, dtype=np.int64)
     image_shape = tuple(int(v) for v in ds.images.shape[1:])
     num_samples = len(labels)
-    splits, scan_summary = _split_and_scan(ds, cfg, bdir)
+    splits, scan_summary = _scan_and_split(ds, cfg, bdir)
     if not len(splits.get("train", [])):
         raise InputError(f"{cfg.input}: no training images left after cleaning and splitting")
     tasks = plan_tasks(splits, labels, cfg)

@@ -26,7 +26,13 @@ from builder.atomic import atomic_path, write_json, write_together
 from builder.errors import InputError
 from builder.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
 from builder.report import contact_sheet_png
-from builder.scan import DEFAULT_OUTLIER_MIN, DEFAULT_THRESHOLD, ScanResult, scan_dataset
+from builder.scan import (
+    DEFAULT_OUTLIER_MIN,
+    DEFAULT_THRESHOLD,
+    ScanResult,
+    scan_dataset,
+    split_groups,
+)
 from builder.split import DEFAULT_FRACTIONS, SPLIT_NAMES, check_fractions, parse_fractions
 from builder.split import split_indices as _split_indices
 
@@ -121,7 +127,8 @@ def clean_dataset(
     result = None
     if scan:
         result = scan_dataset(ds, threshold=threshold, outlier_min=outlier_min, jobs=jobs)
-        keep, groups = result.keep, result.groups
+        # Near-duplicates the scan kept stay together (a looser radius than removal).
+        keep, groups = result.keep, split_groups(result.hashes, result.keep, result.threshold)
     else:
         keep, groups = np.ones(n, bool), np.arange(n)
     kept = np.flatnonzero(keep)

@@ -1,9 +1,13 @@
 """Stratified, seeded, leakage-free train/val/test split.
 
-Rows of one scan group (near-duplicates) always land in the same split, so no picture is
-trained on and tested on. Within each class the groups are shuffled with the seed and dealt out
-in order: a group goes to the split whose share of the class its midpoint falls in, which gives
-every class the requested fractions to within one group.
+Rows of one group always land in the same split, so no picture is trained on and tested on.
+The groups come from the scan (``builder.scan.split_groups``): the rows it kept, linked at a
+looser radius than the one it removed duplicates at, so two photos of one cell (say shifted by
+two pixels) stay on one side. A group whose rows disagree on the label is dealt out with the
+class most of its rows have (ties: the lowest label). Within each class the groups are
+shuffled with the seed and dealt out in order: a group goes to the split whose share of the
+class its midpoint falls in, which gives every class the requested fractions to within one
+group. Without a scan (``--no-clean``) every row is its own group.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from conftest import make_images
 from builder.clean import clean_dataset
 from builder.errors import InputError
 from builder.intake import Dataset, load_dataset
+from builder.phash import hamming, phash
+from builder.scan import DEFAULT_THRESHOLD, SPLIT_GROUP_MARGIN, scan_dataset
 
 
 def test_clean_dataset_on_sample(sample_ds, tmp_path: Path) -> None:
@@ -34,6 +36,26 @@ def test_clean_dataset_on_sample(sample_ds, tmp_path: Path) -> None:
         assert split["splits"][name]["indices"] == rows.tolist()
         assert sum(split["splits"][name]["class_counts"]) == len(rows)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_split_keeps_two_photos_of_a_cell_together(sample_ds, tmp_path: Path) -> None:
+    """A cell photographed twice, 2 pixels apart: too far apart for the scan to remove one,
+    near enough that the split must not put one in train and the other in test."""
+    r = scan_dataset(sample_ds)
+    alone = np.flatnonzero(np.bincount(r.groups)[r.groups] == 1)[:200]
+    cells = sample_ds.images[alone]
+    shifted = np.roll(cells, 2, axis=2)
+    d = hamming(phash(cells), phash(shifted))
+    near = np.flatnonzero((d > DEFAULT_THRESHOLD) & (d <= DEFAULT_THRESHOLD + SPLIT_GROUP_MARGIN))
+    assert len(near) >= 40  # enough pairs that chance alone would split some
+    n = len(cells)
+    ds = Dataset(np.concatenate([cells, shifted]), np.tile(sample_ds.labels[alone], 2),
+                 sample_ds.class_names, "pairs", [str(i) for i in range(2 * n)], None)
+    res = clean_dataset(ds, tmp_path, fractions=(0.5, 0.25, 0.25), seed=0)
+    split_of = {int(row): name for name, rows in res.splits.items() for row in rows}
+    assert all(i in split_of and i + n in split_of for i in near)  # both kept
+    assert [i for i in near if split_of[i] != split_of[i + n]] == []
+    assert abs(len(res.splits["train"]) / len(split_of) - 0.5) < 0.05  # still stratified
 
 
 def test_no_scan_keeps_everything(sample_ds, tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ from builder import scan as scan_mod
 from builder.errors import InputError
 from builder.intake import Dataset
 from builder.phash import area_matrix, hamming, phash
-from builder.scan import DEFAULT_THRESHOLD, classify, find_groups, scan_dataset
+from builder.scan import (
+    DEFAULT_THRESHOLD,
+    SPLIT_GROUP_MARGIN,
+    classify,
+    find_groups,
+    scan_dataset,
+    split_groups,
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +143,17 @@ def test_find_groups_chain_exact_and_numbering() -> None:
     assert find_groups(np.zeros(0, np.uint64), 4).shape == (0,)
     with pytest.raises(InputError):
         find_groups(h, 64)
+
+
+def test_split_groups_link_kept_rows_at_the_looser_radius() -> None:
+    six, ten = np.uint64(0b111111), np.uint64(0b1111111111 << 20)
+    h = np.array([0, six, 0, ten, six | ten], dtype=np.uint64)
+    keep = np.array([True, True, False, True, False])
+    # 0-1 at 6 bits: apart for the scan (4), together for the split (4 + 4); 3 is 10 bits from
+    # 0 (16 from 1); removed rows get -1 and link nothing (4 would have bridged 1 and 3).
+    assert SPLIT_GROUP_MARGIN == 4
+    np.testing.assert_array_equal(split_groups(h, keep, DEFAULT_THRESHOLD), [0, 0, -1, 1, -1])
+    np.testing.assert_array_equal(split_groups(h, keep, 6), [0, 0, -1, 0, -1])  # radius 10
 
 
 def _clustered_hashes(n_centres: int, per: int, flips: int, seed: int) -> np.ndarray:

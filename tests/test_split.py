@@ -43,11 +43,24 @@ def test_groups_never_straddle_and_stay_stratified() -> None:
 
 
 def test_mixed_label_group_follows_its_majority() -> None:
-    labels = np.array([0, 0, 1, 1, 1, 0, 1])
-    groups = np.array([0, 0, 0, 1, 2, 3, 4])
-    splits = split_indices(labels, groups, (0.5, 0.25, 0.25), seed=0)
-    where = {name: set(rows.tolist()) for name, rows in splits.items()}
-    assert any({0, 1, 2} <= s for s in where.values())
+    # Rows 0-2 are one group labelled 1, 2, 2: its majority is class 2 (not its first or lowest
+    # label, 1). It is class 2's only group, so its midpoint share is 0.5, which with these
+    # fractions is always val; dealt as class 1 it would be one of 21 shuffled class-1 groups.
+    labels = np.r_[[1, 2, 2], np.repeat([0, 1], 20)]
+    groups = np.r_[[0, 0, 0], np.arange(1, 41)]
+    for seed in range(20):
+        splits = split_indices(labels, groups, (0.4, 0.2, 0.4), seed=seed)
+        _check_partition(splits, len(labels))
+        assert {0, 1, 2} <= set(splits["val"].tolist()), seed
+        for c in (0, 1):  # the singletons are dealt per class as usual: 8, 4, 8 of 20
+            got = [int((labels[rows[rows > 2]] == c).sum()) for rows in splits.values()]
+            assert got == [8, 4, 8], (seed, c, got)
+    # A tie goes to the lowest label: rows 0-1 (labels 2, 1) are class 1's only group.
+    labels = np.r_[[2, 1], np.repeat([0, 2], 20)]
+    groups = np.r_[[0, 0], np.arange(1, 41)]
+    for seed in range(20):
+        splits = split_indices(labels, groups, (0.4, 0.2, 0.4), seed=seed)
+        assert {0, 1} <= set(splits["val"].tolist()), seed
 
 
 def test_seeded_and_zero_fractions() -> None:
