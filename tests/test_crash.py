@@ -6,6 +6,7 @@ bench/crash.py runs the same kill-and-resume trial 20 times; here it runs three 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -55,7 +56,7 @@ def test_killed_builds_finish_byte_identical(tmp_path):
         assert not (out / ".work").exists()
 
 
-# --- fit: kill mid-run, --resume, same history length ---------------------------------------
+# --- fit: kill mid-run, --resume, compare with an uninterrupted run ------------------------
 
 
 FIT = ["--model", "simple_cnn", "--weights", "none", "--epochs-coarse", "3", "--epochs-fine",
@@ -69,38 +70,79 @@ def _epoch_done(run: Path) -> int:
         return -1
 
 
-@pytest.mark.slow
-def test_killed_fit_resumes_to_full_history(tmp_path, capsys):
+def _rows(run: Path) -> list[dict[str, float | str]]:
+    """history.csv by column name (the column order is not the point), numbers as floats."""
+    with open(run / "history.csv") as f:
+        return [{k: v if k == "phase" else float(v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def _weights(run: Path) -> list:
+    import keras
+
+    return keras.saving.load_model(run / "model.keras", compile=False).get_weights()
+
+
+@pytest.fixture(scope="module")
+def killed_and_reference(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
+    """(a fit SIGKILLed just after its first epoch's checkpoint, then resumed; the same fit
+    uninterrupted; the history state.json held at the kill)."""
     from trainer.cli import main as train_main
 
-    build = make_build(tmp_path / "build", n_per_class=6, num_classes=3, size=32)
-    run = tmp_path / "run"
+    tmp = tmp_path_factory.mktemp("fitkill")
+    build = make_build(tmp / "build", n_per_class=6, num_classes=3, size=32)
+    ref, run = tmp / "reference", tmp / "run"
+    assert train_main(["fit", str(build), "--out", str(ref), *FIT]) == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "fit", str(build), "--out", str(run), *FIT],
         env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    rng = random.Random(3)
-    target = rng.randrange(3)  # kill during epoch target + 1, or while it is checkpointed
     deadline = time.monotonic() + 120
-    while _epoch_done(run) < target:
+    while _epoch_done(run) < 0:  # kill during coarse epoch 1 (or its checkpoint)
         assert proc.poll() is None, "fit ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.3))
+    time.sleep(random.Random(3).uniform(0, 0.2))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "model.keras").exists()
-    done = _epoch_done(run)
-    assert done >= target
-
+    at_kill = json.loads((run / "state.json").read_text())["history"]
+    assert len(at_kill) >= 1
     assert train_main(["fit", str(build), "--out", str(run), "--resume"]) == 0
+    return run, ref, at_kill
+
+
+@pytest.mark.slow
+def test_killed_fit_resumes_keeping_finished_epochs(killed_and_reference):
+    run, ref, at_kill = killed_and_reference
     state = json.loads((run / "state.json").read_text())
     assert state["phase"] == "done"
-    assert [r["epoch"] for r in state["history"]] == [0, 1, 2, 3]
-    assert [r["phase"] for r in state["history"]] == ["coarse"] * 3 + ["fine"]
-    assert len((run / "history.csv").read_text().splitlines()) == 1 + 4
-    assert (run / "model.keras").is_file()
+    rows, ref_rows = _rows(run), _rows(ref)
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(r["epoch"], r["phase"])
+                                                        for r in ref_rows]
+    assert [r["phase"] for r in rows] == ["coarse"] * 3 + ["fine"]
+    done = len(at_kill)
+    # The epochs finished before the kill: the same losses and accuracies as the uninterrupted
+    # run (the same seed), and the resume keeps them as they were, in state.json and the CSV.
+    assert rows[:done] == ref_rows[:done]
+    assert state["history"][:done] == at_kill
+    assert [float(h["loss"]) for h in state["history"]] == [r["loss"] for r in rows]
+    assert len(_weights(run)) == len(_weights(ref))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "fit reseeds with seed + finished epochs when a phase starts, so the epochs after a "
+    "mid-phase kill draw other random numbers than the uninterrupted run; when resume is "
+    "exact this passes: remove the mark"))
+def test_killed_fit_resumes_to_the_uninterrupted_result(killed_and_reference):
+    import numpy as np
+
+    run, ref, _ = killed_and_reference
+    assert _rows(run) == _rows(ref)
+    for a, b in zip(_weights(run), _weights(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- one build per directory ----------------------------------------------------------------
