@@ -1,6 +1,7 @@
-"""Augmentations albumentations 2.0.8 lacks: RandAugment and AugMix, as serialisable transforms.
+"""Augmentations albumentations 2.0.8 lacks: RandAugment, AugMix and a fast H&E stain jitter,
+as serialisable transforms.
 
-Both are ``ImageOnlyTransform`` subclasses: they live in a policy file like any albumentations
+All are ``ImageOnlyTransform`` subclasses: they live in a policy file like any albumentations
 transform (``__class_fullname__: builder.ops.RandAugment``) once this module is imported, and draw
 all their randomness in ``get_params`` from the transform's own ``py_random`` /
 ``random_generator``, so seeding a Compose seeds them too.
@@ -19,6 +20,8 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+
+from builder.stain import OD_LUT, stain_matrices
 
 Op = Callable[[np.ndarray, float, "int | None"], np.ndarray]
 
@@ -166,6 +169,25 @@ OPS: dict[str, Op] = {
     "equalize": equalize,
 }
 RANDAUGMENT_OPS = tuple(OPS)
+# Each op's distortion family (builder.families.FAMILY_NAMES), for leave-one-family-out:
+# dropping a family from a policy drops these ops from RandAugment/AugMix. sharpness is "blur"
+# because it blends with a blurred copy (a negative level blurs); identity has no family.
+OP_FAMILIES: dict[str, str | None] = {
+    "identity": None,
+    "rotate": "geometric",
+    "shear_x": "geometric",
+    "shear_y": "geometric",
+    "translate_x": "geometric",
+    "translate_y": "geometric",
+    "brightness": "colour",
+    "color": "colour",
+    "contrast": "colour",
+    "sharpness": "blur",
+    "posterize": "colour",
+    "solarize": "colour",
+    "autocontrast": "colour",
+    "equalize": "colour",
+}
 # AugMix leaves out the colour enhancers by default (Hendrycks et al.): they overlap common
 # test-time corruptions, which AugMix is meant to generalise to rather than train on.
 AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
@@ -288,3 +310,44 @@ class AugMix(A.ImageOnlyTransform):
             cv2.scaleAdd(out.astype(np.float32), w * mix, acc, dst=acc)
         cv2.scaleAdd(img.astype(np.float32), 1.0 - mix, acc, dst=acc)
         return np.clip(np.rint(acc), 0, 255).astype(np.uint8)
+
+
+# --- H&E stain --------------------------------------------------------------------------
+
+_MAX_OD = float(np.log(256.0))
+
+
+class StainJitter(A.ImageOnlyTransform):
+    """H&E stain variation (Tellez et al. 2018's HED jitter): RGB to the haematoxylin, eosin
+    and DAB stain concentrations by colour deconvolution (Ruifrok matrix), each concentration
+    multiplied by U(1 - scale, 1 + scale) and shifted by U(-shift, shift) optical density,
+    back to RGB. ~40 us at 96x96, where albumentations' HEStain takes ~13 ms.
+
+    Args:
+        scale: multiplicative jitter of each stain, in [0, 1).
+        shift: additive jitter of each stain's optical density (natural log units), >= 0.
+        p: probability of applying the transform.
+    """
+
+    def __init__(self, scale: float = 0.2, shift: float = 0.1, p: float = 1.0) -> None:
+        super().__init__(p=_check_p("StainJitter", p))
+        if not 0.0 <= float(scale) < 1.0:
+            raise ValueError(f"StainJitter: scale must be in [0, 1), got {scale!r}")
+        if not float(shift) >= 0.0:
+            raise ValueError(f"StainJitter: shift must be >= 0, got {shift!r}")
+        self.scale = float(scale)
+        self.shift = float(shift)
+
+    def get_params(self) -> dict[str, Any]:
+        g = self.random_generator
+        return {"alpha": g.uniform(1 - self.scale, 1 + self.scale, 3).tolist(),
+                "beta": g.uniform(-self.shift, self.shift, 3).tolist()}
+
+    def apply(self, img: np.ndarray, alpha: Sequence[float] = (1.0, 1.0, 1.0),
+              beta: Sequence[float] = (0.0, 0.0, 0.0), **params: Any) -> np.ndarray:
+        # builder.stain.apply_stain in cv2 calls (3x faster on one image): OD by lookup, the
+        # affine OD map, capped at ln 256 so that 256 * exp(-od) - 1 >= 0 before the cast
+        a, b = stain_matrices(np.array([alpha]), np.array([beta]))
+        od = cv2.transform(cv2.LUT(img, OD_LUT), np.hstack([a[0].T, b[0].T]))
+        # (numpy's minimum: cv2.min with a float scalar would clip the first channel only)
+        return cv2.convertScaleAbs(cv2.exp(-np.minimum(od, _MAX_OD)), alpha=256.0, beta=-1.0)

@@ -103,3 +103,22 @@ def test_magnitude_zero_is_identity_for_geometric_ops(image):
 def test_invalid_arguments(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_stain_jitter_matches_the_batched_stain_code_and_varies(image):
+    from builder.stain import apply_stain, stain_matrices
+
+    t = ops.StainJitter(scale=0.3, shift=0.1, p=1.0)
+    t.set_random_seed(0)
+    params = t.get_params()
+    out = t.apply(image, **params)
+    a, b = stain_matrices(np.array([params["alpha"]]), np.array([params["beta"]]))
+    ref = apply_stain(image[None], a, b)[0]
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - ref).max() <= 1 and not np.array_equal(out, image)
+    same = t.apply(image, alpha=[1.0, 1.0, 1.0], beta=[0.0, 0.0, 0.0])
+    assert np.abs(same.astype(int) - image).max() <= 1  # no jitter: the image back
+    white = np.full((4, 4, 3), 255, np.uint8)  # no stain: scaling leaves it white
+    assert (t.apply(white, alpha=[1.3, 0.7, 1.2], beta=[0.0] * 3) >= 254).all()
+    with pytest.raises(ValueError, match="scale"):
+        ops.StainJitter(scale=1.5)

@@ -171,3 +171,71 @@ def test_policy_that_changes_the_size_is_refused(tmp_path, images):
     pol = P.load_policy(_write(tmp_path, d))
     with pytest.raises(InputError, match="keep the image size"):
         P.Augmenter(pol).augment(images[0], 0)
+
+
+# --- distortion families and leave-one-family-out ------------------------------------------
+
+
+def test_heavy_covers_every_family_and_light_some():
+    assert P.policy_families(P.preset("heavy")) == set(P.FAMILY_NAMES)
+    assert P.policy_families(P.preset("light")) == {"geometric", "colour"}
+    assert P.policy_families(P.preset("none")) == set()
+    from builder.families import unclassified
+
+    for name in P.PRESETS:
+        assert unclassified(A.to_dict(P.preset(name).transform)["transform"]) == []
+
+
+@pytest.mark.parametrize("family", P.FAMILY_NAMES)
+def test_without_family_removes_exactly_that_family(tmp_path, images, family):
+    heavy = P.preset("heavy")
+    pol = P.without_family(heavy, family)
+    assert pol.name == f"heavy-no-{family}" and pol.mix == heavy.mix
+    assert P.policy_families(pol) == set(P.FAMILY_NAMES) - {family}
+    assert pol.hash != heavy.hash and P.preset("heavy").hash == heavy.hash  # a copy
+    # a valid policy file: saved, loaded and applied like any other
+    P.save_policy(pol, tmp_path / "p.yaml")
+    back = P.load_policy(str(tmp_path / "p.yaml"))
+    assert back.hash == pol.hash
+    out = P.Augmenter(back).augment_batch(images, range(len(images)))
+    assert out.shape == images.shape
+    assert P.load_policy("heavy", drop_family=family).hash == pol.hash
+
+
+def _classes(node: dict) -> list[str]:
+    if "transforms" in node:
+        return [node["__class_fullname__"]] + [c for t in node["transforms"]
+                                               for c in _classes(t)]
+    return [node["__class_fullname__"]]
+
+
+def test_without_family_in_nested_composes_and_randaugment():
+    from builder import ops
+
+    pol = P.Policy("custom", A.Compose([
+        A.OneOf([A.GaussianBlur(p=1.0), A.MotionBlur(p=1.0)], p=0.5),  # left empty: removed
+        A.SomeOf([A.GaussianBlur(p=1.0), A.ToGray(p=1.0), A.GaussNoise(p=1.0)], n=2, p=1.0),
+        A.Sequential([A.OneOf([A.Defocus(p=1.0)], p=1.0), A.HorizontalFlip(p=1.0)], p=1.0),
+        ops.RandAugment(n=2, magnitude=0.5, ops=["rotate", "sharpness", "color"], p=1.0),
+        ops.AugMix(ops=["sharpness", "identity"], p=1.0),  # nothing but identity left
+        A.CLAHE(p=0.1),
+    ]), None)
+    d = A.to_dict(P.without_family(pol, "blur").transform)["transform"]
+    assert _classes(d) == ["Compose", "SomeOf", "ToGray", "GaussNoise", "Sequential",
+                           "HorizontalFlip", "builder.ops.RandAugment", "CLAHE"]
+    assert d["transforms"][0]["n"] == 2
+    assert d["transforms"][2]["ops"] == ["rotate", "color"]
+    geo = A.to_dict(P.without_family(pol, "geometric").transform)["transform"]
+    assert geo["transforms"][3]["ops"] == ["sharpness", "color"]
+    assert "HorizontalFlip" not in _classes(geo)
+    d = A.to_dict(P.without_family(P.preset("light"), "geometric").transform)["transform"]
+    assert _classes(d) == ["Compose", "ColorJitter"]
+    empty = P.without_family(P.preset("none"), "noise")
+    assert empty.name == "none-no-noise" and not empty.transform.transforms
+
+
+def test_unknown_family_is_an_input_error():
+    with pytest.raises(InputError, match="no such family.*geometric"):
+        P.without_family(P.preset("heavy"), "jpeg")
+    with pytest.raises(InputError, match="no such family"):
+        P.load_policy("light", drop_family="fog")

@@ -30,6 +30,14 @@ def _batch_size(p: argparse.ArgumentParser) -> None:
                    help="images per batch (fit: per replica; default 64)")
 
 
+def _test_time(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", action="store_true",
+                   help="average the softmax over the 8 flips/rotations by 90 degrees (8x cost)")
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="recompute BatchNorm statistics on the (unlabelled) images predicted, "
+                        "per distortion under --distort; the saved model is not changed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--severities", type=int, default=3, help="distortion severities 1..N (<=5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions")
     _batch_size(p)
+    _test_time(p)
 
     p = sub.add_parser("predict", help="class and per-class probabilities as CSV")
     p.add_argument("run", help="run directory (fit output)")
@@ -83,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="split of a build directory (default test)")
     _batch_size(p)
+    _test_time(p)
     return parser
 
 

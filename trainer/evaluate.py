@@ -22,6 +22,7 @@ from builder.errors import InputError
 from builder.intake import check_class_names
 from builder.owned import check_not_input
 from builder.report import drawable
+from trainer import tta as tta_module
 from trainer.config import MODEL_NAME, RUN_INFO_NAME, FitConfig, load_run_config
 from trainer.distort import FAMILIES, MAX_SEVERITY, distort
 
@@ -132,12 +133,7 @@ def _check_names(where: Any, got: list[str], want: list[str]) -> None:
         raise InputError(f"{where}: class names {got} differ from the run's {want}")
 
 
-def predict_proba(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    if batch_size < 1:
-        raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
-    if not len(images):
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+predict_proba = tta_module.predict_proba  # kept here for callers of the old home
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -224,14 +220,16 @@ def confusion_png(cm: np.ndarray, class_names: list[str], title: str) -> bytes:
 
 
 def robustness(run: Run, inputs: Inputs, severities: int, seed: int,
-               batch_size: int) -> dict[str, Any]:
-    """Accuracy and macro F1 under each distortion family at severities 1..``severities``."""
+               batch_size: int, tta: bool = False, adapt_bn: bool = False) -> dict[str, Any]:
+    """Accuracy and macro F1 under each distortion family at severities 1..``severities``;
+    with ``adapt_bn`` the BatchNorm statistics are adapted to each distorted set."""
     from tqdm import tqdm
 
     table: dict[str, dict[str, dict[str, float]]] = {}
     jobs = [(f, s) for f in FAMILIES for s in range(1, severities + 1)]
     for family, sev in tqdm(jobs, desc="distortions", file=sys.stderr, disable=None):
-        proba = predict_proba(run.model, distort(inputs.images, family, sev, seed), batch_size)
+        proba = predict_proba(run.model, distort(inputs.images, family, sev, seed), batch_size,
+                              tta, adapt_bn)
         m = score(inputs.labels, proba, run.class_names)
         table.setdefault(family, {})[str(sev)] = {"accuracy": m["accuracy"],
                                                   "macro_f1": m["macro_f1"]}
@@ -252,8 +250,11 @@ def format_robustness(clean: float, rob: dict[str, Any]) -> str:
 
 def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.PathLike, *,
              split: str = "test", distort_: bool = False, severities: int = 3, seed: int = 0,
-             batch_size: int = 64) -> dict[str, Any]:
-    """Evaluate a run on an input; write ``out/metrics.json`` and ``out/confusion.png``."""
+             batch_size: int = 64, tta: bool = False, adapt_bn: bool = False) -> dict[str, Any]:
+    """Evaluate a run on an input; write ``out/metrics.json`` and ``out/confusion.png``.
+
+    ``tta`` averages over the 8 dihedral views, ``adapt_bn`` recomputes BatchNorm statistics
+    on the evaluated images first (trainer/tta.py); the run's files are never changed."""
     if not 1 <= severities <= MAX_SEVERITY:
         raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {severities}")
     if batch_size < 1:
@@ -266,11 +267,15 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
         raise InputError(f"{inputs.source}: has no labels to evaluate against (use predict)")
     if not len(inputs.labels):
         raise InputError(f"{inputs.source}: no images")
-    proba = predict_proba(run.model, inputs.images, batch_size)
-    metrics = {"run": str(run.path), "input": inputs.source,
+    proba, cost = tta_module.predict_proba_timed(run.model, inputs.images, batch_size, tta,
+                                                 adapt_bn)
+    metrics = {"run": str(run.path), "input": inputs.source, "tta": tta, "adapt_bn": adapt_bn,
+               "cost": {"views": cost.views, "plain_s": cost.plain_s, "total_s": cost.total_s,
+                        "adapt_s": cost.adapt_s},
                **score(inputs.labels, proba, run.class_names)}
     if distort_:
-        metrics["robustness"] = robustness(run, inputs, severities, seed, batch_size)
+        metrics["robustness"] = robustness(run, inputs, severities, seed, batch_size, tta,
+                                           adapt_bn)
     out = Path(out)
     png = confusion_png(np.array(metrics["confusion_matrix"]), run.class_names,
                         f"{run.config.model}: accuracy {metrics['accuracy']:.3f}, "
@@ -284,9 +289,13 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
 def cmd_evaluate(args) -> int:
     bs = 64 if args.batch_size is None else args.batch_size
     m = evaluate(args.run, args.input, args.out, split=args.split, distort_=args.distort,
-                 severities=args.severities, seed=args.seed, batch_size=bs)
+                 severities=args.severities, seed=args.seed, batch_size=bs,
+                 tta=getattr(args, "tta", False), adapt_bn=getattr(args, "adapt_bn", False))
     print(f"{m['input']}: {m['samples']} images, accuracy {m['accuracy']:.4f}, "
           f"macro F1 {m['macro_f1']:.4f}")
+    cost = tta_module.Cost(**m["cost"]).describe()
+    if cost:
+        print(cost)
     if "robustness" in m:
         print(format_robustness(m["accuracy"], m["robustness"]))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from builder.errors import InputError
 from builder.intake import load_unlabelled
 from builder.owned import check_not_input
 from trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
-from trainer.evaluate import load_inputs, load_run, predict_proba
+from trainer.evaluate import load_inputs, load_run
+from trainer.tta import predict_proba_timed
 
 
 def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,
@@ -35,8 +37,12 @@ def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray
 
 
 def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,
-            split: str = "test", batch_size: int = 64) -> int:
-    """Predict every image of ``input_path``; return how many rows were written."""
+            split: str = "test", batch_size: int = 64, tta: bool = False,
+            adapt_bn: bool = False, report: Callable[[str], None] | None = None) -> int:
+    """Predict every image of ``input_path``; return how many rows were written.
+
+    ``tta``/``adapt_bn`` as in trainer/tta.py (adapt_bn adapts to these very images; the
+    run's files are never changed); ``report`` receives a line saying what they cost."""
     if batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
     if Path(out).is_dir():
@@ -50,13 +56,17 @@ def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike,
     else:
         inputs = load_inputs(run, input_path, split)
         images, ids = inputs.images, inputs.ids
-    proba = predict_proba(run.model, images, batch_size)
+    proba, cost = predict_proba_timed(run.model, images, batch_size, tta, adapt_bn)
     write_predictions(out, ids, proba, run.class_names)
+    if report is not None and cost.describe():
+        report(cost.describe())
     return len(ids)
 
 
 def cmd_predict(args) -> int:
     n = predict(args.run, args.input, args.out, split=args.split,
-                batch_size=64 if args.batch_size is None else args.batch_size)
+                batch_size=64 if args.batch_size is None else args.batch_size,
+                tta=getattr(args, "tta", False), adapt_bn=getattr(args, "adapt_bn", False),
+                report=print)
     print(f"{args.out}: {n} predictions")
     return 0
