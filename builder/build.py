@@ -287,7 +287,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     """Build (or resume, or find up to date) the shards ``cfg`` describes."""
     t0 = time.perf_counter()
     bdir = BuildDir(Path(cfg.out))
-    policy = load_policy(cfg.policy)  # fail on a bad policy before loading anything big
+    policy = load_policy(cfg.policy, cfg.drop_family)  # fail early on a bad policy
     with connect_scheduler(cfg) as client:  # and on a bad scheduler
         ds = load_dataset(
             cfg.input, size=tuple(cfg.size), class_names=cfg.classes, strict=cfg.strict,

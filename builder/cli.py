@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="frozen epochs K (default 3)")
     p.add_argument("--policy", default=None,
                    help="a preset (none, light, heavy) or a policy file (default heavy)")
+    p.add_argument("--drop-family", default=None,
+                   help="leave one distortion family out of the policy (geometric, blur, "
+                        "compression, colour, noise, occlusion): train on it, then evaluate "
+                        "--distort shows how the model copes with that unseen family")
     p.add_argument("--shard-size", type=int, default=None, help="images per shard")
     p.add_argument("--no-clean", action="store_true", default=None,
                    help="skip the scan; keep every input image")

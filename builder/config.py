@@ -40,6 +40,7 @@ class BuildConfig:
     seed: int = 0
     epochs: int = 3
     policy: str = "heavy"
+    drop_family: str | None = None  # leave-one-family-out: builder.families.FAMILY_NAMES
     shard_size: int = fmt.DEFAULT_SHARD_SIZE
     clean: bool = True
     backend: str = "loky"
@@ -138,6 +139,12 @@ def _normalise(name: str, v: Any, where: str) -> Any:
         return _str(where, v)
     if name == "scheduler":
         return _str(where, v, none_ok=True)
+    if name == "drop_family":
+        from builder.families import FAMILY_NAMES
+
+        if v is not None and v not in FAMILY_NAMES:
+            raise InputError(f"{where}: must be one of {', '.join(FAMILY_NAMES)}, got {v!r}")
+        return v
     if name in ("strict", "medmnist_split", "clean", "overwrite"):
         return _bool(where, v)
     if name in ("epochs", "shard_size"):

@@ -239,3 +239,28 @@ def test_unknown_family_is_an_input_error():
         P.without_family(P.preset("heavy"), "jpeg")
     with pytest.raises(InputError, match="no such family"):
         P.load_policy("light", drop_family="fog")
+
+
+def test_build_cli_drop_family(tmp_path):
+    from builder import format as fmt
+    from builder.cli import build_parser, main
+    from builder.config import load_build_config
+
+    args = build_parser().parse_args(["build", "in.npz", "--out", "o", "--drop-family", "blur"])
+    cfg = load_build_config(args)
+    assert cfg.drop_family == "blur" and cfg.to_dict()["drop_family"] == "blur"
+    assert load_build_config(build_parser().parse_args(
+        ["build", "in.npz", "--out", "o"])).to_dict()["drop_family"] is None
+    with pytest.raises(InputError, match="--drop-family: must be one of geometric"):
+        load_build_config(build_parser().parse_args(
+            ["build", "in.npz", "--out", "o", "--drop-family", "jpeg"]))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tiny.npz", images=rng.integers(0, 256, (30, 32, 32, 3), np.uint8),
+             labels=(np.arange(30) % 3).astype(np.uint8).reshape(-1, 1))
+    out = tmp_path / "b"
+    assert main(["build", str(tmp_path / "tiny.npz"), "--out", str(out), "--epochs", "1",
+                 "--jobs", "1", "--no-clean", "--policy", "light",
+                 "--drop-family", "geometric"]) == 0
+    raw = fmt.load_manifest(out).raw
+    assert raw["policy"]["name"] == "light-no-geometric"
+    assert P.policy_families(P.policy_from_dict(raw["policy"], "manifest")) == {"colour"}
