@@ -51,6 +51,18 @@ def _forced_training_call(call: Any) -> Any:
     return forced
 
 
+def _compiled(model: Any) -> Any:
+    """``model(x, training=False)``, as one graph under TensorFlow (about 2x faster than
+    eager); traced after the BN layers were patched, so the graph holds the patched calls."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
 def recompute_bn_statistics(model: Any, batches: Iterable[np.ndarray], *,
                             include_frozen: bool = False) -> int:
     """Replace the moving mean/variance of ``model``'s BatchNormalization layers by the exact
@@ -78,11 +90,12 @@ def recompute_bn_statistics(model: Any, batches: Iterable[np.ndarray], *,
             bn.trainable = True  # keras ignores training=True for a frozen layer
             bn.momentum = 0.0  # after a batch the moving statistics are that batch's own
             object.__setattr__(bn, "call", _forced_training_call(type(bn).call.__get__(bn)))
+        forward = _compiled(model)
         for x in batches:
             n = len(x)
             if not n:
                 continue
-            model(x, training=False)
+            forward(x)
             for bn, acc in zip(bns, sums, strict=True):
                 mean = np.asarray(bn.moving_mean.numpy(), np.float64).reshape(-1)
                 var = np.asarray(bn.moving_variance.numpy(), np.float64).reshape(-1)
