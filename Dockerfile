@@ -6,6 +6,8 @@
 # (tests/test_docker.py checks it).
 ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
 FROM ${BASE_IMAGE} AS runtime
+# Also marks make docker-test's superseded build layers, which it prunes.
+LABEL org.opencontainers.image.title="frozenaug"
 
 ENV NO_ALBUMENTATIONS_UPDATE=1 \
     HDF5_USE_FILE_LOCKING=FALSE \

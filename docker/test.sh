@@ -13,4 +13,6 @@ podman build --isolation chroot --layers --target test \
 podman build --isolation chroot --layers --build-arg BASE_IMAGE="$base" \
     -t localhost/frozenaug:standin . >/dev/null
 size=$(podman image inspect --format '{{.Size}}' localhost/frozenaug:standin | numfmt --to=iec)
+# Layers of earlier sources (a new pip layer per change) are dangling now; only ours go.
+podman image prune -f --filter label=org.opencontainers.image.title=frozenaug >/dev/null
 echo "docker-test: ok; localhost/frozenaug:standin is $size on $base"
