@@ -90,7 +90,7 @@ def write_shard(
     sha256 whichever process writes them.
     """
     n = len(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if images.dtype != np.dtype(fmt.IMAGE_DTYPE) or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (n,H,W,3) uint8, got {images.shape} {images.dtype}")
     if len(labels) != n or len(source_index) != n:
         raise ValueError("images, labels and source_index must have the same length")

@@ -3,10 +3,12 @@
 Reads are contiguous, chunk-aligned slices only. h5py serialises every call behind one lock, and
 a fancy-indexed read (``ds[sorted_idx]``) runs ~600 images/s where a contiguous slice runs
 hundreds of thousands; so shuffling happens at two levels instead: the order of chunk-sized
-blocks across all shards of an epoch, then a permutation inside a group of several blocks. The
-permutation costs no copy: each block is read with one ``preadv`` whose destination rows are the
-permuted rows of the group buffer. Only the current frozen epoch's shards are open, so memory
-does not depend on K.
+blocks across all shards of an epoch (``epoch_order``, a pure function of the shard sizes, seed
+and epoch), then a permutation inside a group of several blocks. The permutation costs no copy:
+each block is read with one ``preadv`` whose destination rows are the permuted rows of the
+group buffer (recycled by ``rawio.BufferPool`` once nothing refers to it). Only the current
+frozen epoch's shards are open, so memory does not depend on K. Every shard is opened through
+``builder.format.open_shard``, the format's one check against the manifest.
 
 Keras epoch ``e`` reads frozen epoch ``e mod K``; the shuffle is seeded by ``(seed, e)``, so a
 second pass over the same frozen epoch comes in another order.
