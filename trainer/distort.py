@@ -3,7 +3,7 @@
 The builder's augmentation teaches invariances; these test them, deliberately harsher and
 independent of any policy (a hidden "distorted test set" is the original project's yardstick).
 The six families are the kinds of damage real microscopes, scanners and pipelines do; their
-names are shared with the builder's augmentation families (``builder.policy.FAMILY_NAMES``), so
+names are shared with the builder's augmentation families (``builder.families.FAMILY_NAMES``), so
 "train without family F, test on F" (leave-one-family-out) means the same F on both sides.
 
 Each family is a function ``(images, severity, rng) -> images`` over uint8 ``(N, H, W, 3)``
