@@ -1,13 +1,16 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from builder import format as fmt
 from builder.atomic import write_json
 from builder.cli import main
+from builder.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +95,43 @@ def test_preview(built, tmp_path, capsys):
              labels=(np.arange(45) % 3).astype(np.uint8).reshape(-1, 1))
     assert main(["preview", str(built[1]), "--out", str(png), "--input", str(other)]) == 2
     assert "fingerprint" in capsys.readouterr().err
+
+
+def _damage(build: Path, how: str) -> tuple[Path, str]:
+    """Change one train shard in a way only the full format check sees; (shard, the phrase
+    the check must report)."""
+    m = fmt.load_manifest(build)
+    path = m.path_of(m.shards_of("train", 0)[0])
+    with h5py.File(path, "r+") as f:
+        if how == "extra_dataset":
+            f["notes"] = np.zeros(3)
+            return path, "unexpected dataset 'notes'"
+        if how == "policy_hash":
+            f.attrs[fmt.ATTR_POLICY_HASH] = "another policy"
+            return path, "attribute policy_hash is 'another policy', manifest says"
+        if how == "label_dtype":
+            labels = f[fmt.DS_LABELS][()]
+            del f[fmt.DS_LABELS]
+            f[fmt.DS_LABELS] = labels.astype(np.int64)
+            return path, "dataset 'labels' is int64"
+        if how == "soft_labels":
+            f[fmt.DS_SOFT_LABELS][0] = 0.9  # a row summing to C * 0.9
+            return path, "soft_labels rows are not distributions"
+        f[fmt.DS_SOURCE_INDEX][0] = 10_000  # the input has 45 rows
+        return path, "source_index outside 0..45-1"
+
+
+@pytest.mark.parametrize("how", ["extra_dataset", "policy_hash", "label_dtype", "soft_labels",
+                                 "source_index"])
+def test_verify_reader_and_preview_run_one_check(how, copy, tmp_path, capsys):
+    from trainer.stream import ShardStream
+
+    bad, phrase = _damage(copy, how)
+    assert main(["verify", str(copy)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"{bad}: ")]
+    assert len(lines) == 1 and phrase in lines[0], lines
+    with pytest.raises(InputError, match=f"^{re.escape(str(bad))}: ") as e:
+        ShardStream(copy)
+    assert phrase in str(e.value)
+    assert main(["preview", str(copy), "--out", str(tmp_path / "p.png"), "--n", "2"]) == 2
+    assert phrase in capsys.readouterr().err and not (tmp_path / "p.png").exists()
