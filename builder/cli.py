@@ -7,9 +7,10 @@ hands them to ``builder.errors.dispatch`` (``InputError`` -> one line on stderr,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from builder.errors import dispatch
+from builder.errors import OneLineParser, dispatch
 
 PROG = "frozenaug-build"
 
@@ -17,7 +18,7 @@ PROG = "frozenaug-build"
 COMMANDS = {
     "scan": "builder.clean:cmd_scan",
     "clean": "builder.clean:cmd_clean",
-    "build": "builder.build:cmd_build",
+    "build": "builder.cli:_build",
     "verify": "builder.verify:cmd_verify",
     "inspect": "builder.verify:cmd_inspect",
     "preview": "builder.preview:cmd_preview",
@@ -50,7 +51,7 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("scan", help="find duplicates, label conflicts and injected outliers")
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-family", default=None,
                    help="leave one distortion family out of the policy (geometric, blur, "
                         "compression, colour, noise, occlusion): train on it, then evaluate "
-                        "--distort shows how the model copes with that unseen family")
+                        "--distort shows how the model copes with that unseen family; or mix, "
+                        "the MixUp/CutMix stage, for fit --mix fresh")
     p.add_argument("--shard-size", type=int, default=None, help="images per shard")
     p.add_argument("--no-clean", action="store_true", default=None,
                    help="skip the scan; keep every input image")
@@ -97,7 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _build(args: argparse.Namespace) -> int:
+    """Flags and config file checked before the build's heavy imports (albumentations, joblib):
+    a mistyped flag fails in a fraction of a second."""
+    from builder.config import load_build_config
+
+    load_build_config(args)
+    from builder.build import cmd_build
+
+    return cmd_build(args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call from a build
     args = build_parser().parse_args(argv)
     return dispatch(PROG, COMMANDS[args.command], args, "run the same command again to resume")
 

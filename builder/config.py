@@ -140,10 +140,10 @@ def _normalise(name: str, v: Any, where: str) -> Any:
     if name == "scheduler":
         return _str(where, v, none_ok=True)
     if name == "drop_family":
-        from builder.families import FAMILY_NAMES
+        from builder.families import DROPPABLE
 
-        if v is not None and v not in FAMILY_NAMES:
-            raise InputError(f"{where}: must be one of {', '.join(FAMILY_NAMES)}, got {v!r}")
+        if v is not None and v not in DROPPABLE:
+            raise InputError(f"{where}: must be one of {', '.join(DROPPABLE)}, got {v!r}")
         return v
     if name in ("strict", "medmnist_split", "clean", "overwrite"):
         return _bool(where, v)

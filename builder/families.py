@@ -21,6 +21,9 @@ from typing import Any
 from builder.ops import OP_FAMILIES
 
 FAMILY_NAMES = ("geometric", "blur", "compression", "colour", "noise", "occlusion")
+# What --drop-family removes: a family, or "mix", the MixUp/CutMix batch stage (a build for
+# ``fit --mix fresh``, which draws them anew each epoch).
+DROPPABLE = (*FAMILY_NAMES, "mix")
 
 _BY_FAMILY = {
     "geometric": (

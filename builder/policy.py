@@ -38,7 +38,7 @@ import yaml
 from builder import ops  # registers RandAugment and AugMix for A.from_dict
 from builder.atomic import write_bytes
 from builder.errors import InputError
-from builder.families import FAMILY_NAMES, drop_family, transform_families
+from builder.families import DROPPABLE, FAMILY_NAMES, drop_family, transform_families
 from builder.mixing import MixConfig, mix_batch
 
 PRESETS = ("none", "light", "heavy")
@@ -237,16 +237,20 @@ def policy_families(policy: Policy) -> set[str]:
 def without_family(policy: Policy, family: str) -> Policy:
     """``policy`` with every transform of ``family`` removed, at any depth (a OneOf left
     empty goes too; RandAugment/AugMix lose that family's ops), named ``<name>-no-<family>``;
-    the mix stage is kept. For leave-one-family-out: train on it, test on that family.
+    the mix stage is kept unless ``family`` is ``mix``. For leave-one-family-out: train on it,
+    test on that family.
 
     Raises:
         InputError: ``family`` is not one of FAMILY_NAMES.
     """
-    if family not in FAMILY_NAMES:
+    if family not in DROPPABLE:
         raise InputError(f"--drop-family {family}: no such family; families are "
-                         f"{', '.join(FAMILY_NAMES)}")
+                         f"{', '.join(FAMILY_NAMES)} (or mix, the MixUp/CutMix stage)")
     d = policy.to_dict()
-    d["transform"] = drop_family(d["transform"], family)
+    if family == "mix":
+        d["mix"] = None
+    else:
+        d["transform"] = drop_family(d["transform"], family)
     d["name"] = f"{policy.name}-no-{family}"
     return policy_from_dict(d, policy.source or "preset", d["name"])
 

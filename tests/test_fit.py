@@ -9,6 +9,7 @@ import sys
 
 import h5py
 import keras
+import numpy as np
 import pytest
 from build_factory import make_build
 
@@ -16,7 +17,7 @@ from builder import format as fmt
 from builder.errors import InputError
 from trainer.cli import main as train_main
 from trainer.config import FitConfig, config_differences, read_config_file, resolve_config
-from trainer.fit import class_weights, fit
+from trainer.fit import class_weights, fit, split_counts
 
 
 class Interrupt(Exception):
@@ -42,7 +43,7 @@ def build(tmp_path_factory):
 
 def _cfg(build, **kw) -> FitConfig:
     base = dict(build_dir=str(build), model="simple_cnn", weights="none", epochs_coarse=2,
-                epochs_fine=1, batch_size=8, head_units=[16], patience=5)
+                epochs_fine=1, batch_size=8, head_units=[16], patience=5, dropout=0.0)
     return FitConfig(**{**base, **kw})
 
 
@@ -62,8 +63,11 @@ def test_fit_writes_run_and_resume_matches_uninterrupted(build, tmp_path):
     rows = _history(run)
     assert [r["phase"] for r in rows] == ["coarse", "coarse", "fine"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.fine_lr, rel=1e-3)
-    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    # warm-up then cosine decay to lr/100 in the first phase; the fine phase decays from fine_lr
+    assert float(rows[1]["learning_rate"]) == pytest.approx(cfg.lr / 100, rel=1e-3)
+    assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.fine_lr / 100, rel=1e-3)
+    # val_ce: the plain cross-entropy EarlyStopping watches, comparable across phases
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "val_ce"} <= set(rows[0])
     assert json.loads((run / "state.json").read_text())["phase"] == "done"
     # tensorboard is installed (the cpu/gpu extras): both phases log to RUN/tb
     assert list((run / "tb" / "train").glob("events.out.tfevents.*"))
@@ -82,9 +86,15 @@ def test_fit_writes_run_and_resume_matches_uninterrupted(build, tmp_path):
         fit(cfg, cut, verbose=0, eager=True)
     resumed = fit(cfg, cut, resume=True, verbose=0, eager=True)
     assert resumed["epochs"] == full["epochs"] == 3
-    assert [(r["epoch"], r["phase"]) for r in _history(cut)] == [
-        (r["epoch"], r["phase"]) for r in rows
-    ]
+    # The resumed run trains what the uninterrupted one trained: same losses, same weights.
+    cut_rows = _history(cut)
+    assert [(r["epoch"], r["phase"]) for r in cut_rows] == [(r["epoch"], r["phase"]) for r in rows]
+    for a, b in zip(rows, cut_rows, strict=True):
+        for key in ("loss", "val_loss", "val_ce", "learning_rate"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6), key
+    resumed_model = keras.saving.load_model(cut / "model.keras", compile=False)
+    for wa, wb in zip(model.get_weights(), resumed_model.get_weights(), strict=True):
+        np.testing.assert_allclose(wb, wa, rtol=1e-4, atol=1e-5)
 
 
 def test_resume_inside_fine_phase_restores_optimizer(build, tmp_path):
@@ -133,12 +143,34 @@ def test_class_weights_balance_the_counts():
     assert w[0] == pytest.approx(40 / 30) and w[1] == pytest.approx(40 / 90) and w[2] == 1.0
 
 
+def test_class_weights_come_from_the_split_not_the_mixed_shards(tmp_path):
+    # A MixUp/CutMix build: its shards' class counts are argmaxes of soft labels, which drift
+    # towards the partners' classes; the weights must come from the real images of the split.
+    from conftest import make_images
+
+    from builder.cli import main as build_main
+
+    labels = np.array([0] * 40 + [1] * 20 + [2] * 10)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, images=make_images(len(labels), 24, 24, seed=3), labels=labels)
+    out = tmp_path / "b"
+    assert build_main(["build", str(npz), "--out", str(out), "--epochs", "1", "--policy",
+                       "heavy", "--no-clean", "--seed", "1"]) == 0
+    m = fmt.load_manifest(out)
+    counts = split_counts(m, "train")
+    assert sum(counts) == sum(m.class_counts("train"))
+    assert counts == m.raw["split"]["class_counts"]["train"]
+    assert counts[0] > counts[1] > counts[2] > 0  # the 4:2:1 of the input, split stratified
+    w = class_weights(counts)
+    assert w[2] > w[1] > w[0]
+
+
 def test_config_layers_and_rejections(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("epochs-fine: 4\nlr: 0.01\nhead_units: [8, 4]\n")
     cfg = resolve_config({"lr": 0.5, "model": None}, str(f))
     assert (cfg.epochs_fine, cfg.lr, cfg.head_units, cfg.model) == (4, 0.5, [8, 4],
-                                                                   "convnext_tiny")
+                                                                   "small_resnet")
     (tmp_path / "bad.json").write_text('{"epochs_fien": 3}')
     with pytest.raises(InputError, match="unknown key.*epochs_fien"):
         resolve_config({}, str(tmp_path / "bad.json"))
@@ -151,7 +183,9 @@ def test_config_layers_and_rejections(tmp_path):
     assert config_differences(FitConfig(seed=1), FitConfig()) == ["seed"]
     for flags, key in (({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"),
                        ({"epochs_coarse": -1}, "epochs_coarse"), ({"dropout": 1.5}, "dropout"),
-                       ({"xla": "maybe"}, "xla")):
+                       ({"xla": "maybe"}, "xla"), ({"label_smoothing": 1.0}, "label_smoothing"),
+                       ({"optimizer": "sgd"}, "optimizer"), ({"mix": "later"}, "mix"),
+                       ({"warmup_epochs": float("nan")}, "warmup_epochs")):
         with pytest.raises(InputError, match=key):
             resolve_config(flags)
 

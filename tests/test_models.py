@@ -56,13 +56,69 @@ def test_mixed_precision_keeps_softmax_float32():
 
 
 def test_unknown_model_lists_allowed_names():
-    with pytest.raises(InputError, match="allowed: simple_cnn, efficientnetv2b0"):
+    with pytest.raises(InputError, match="allowed: small_resnet, small_resnet_wide, simple_cnn"):
         models.build_model("resnet50", (32, 32, 3), 3)
 
 
-def test_model_names_match_the_applications():
+def test_model_names_match_the_builders():
     # MODEL_NAMES lives in trainer.config (no keras import, for --help); models builds them.
-    assert ("simple_cnn", *models.APPLICATIONS) == models.MODEL_NAMES
+    assert set(models.SCRATCH_MODELS) | set(models.APPLICATIONS) == set(models.MODEL_NAMES)
+
+
+def _weights_by_path(model: keras.Model) -> dict[str, np.ndarray]:
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_from_scratch_every_layer_trains(name):
+    """--weights none: no frozen random backbone. After two steps every weight of the model
+    (backbone included) has moved, and so has every BatchNorm's moving mean and variance."""
+    keras.utils.set_random_seed(0)
+    m = models.build_model(name, (32, 32, 3), 3, weights="none", head_units=[8])
+    models.set_trainable(m, "coarse", 5, pretrained=False)
+    assert len(m.trainable_weights) + len(m.non_trainable_weights) == len(m.weights)
+    m.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", jit_compile=False)
+    before = _weights_by_path(m)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
+    m.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    after = _weights_by_path(m)
+    unchanged = [k for k in before if np.array_equal(before[k], after[k])]
+    assert not unchanged, unchanged[:5]
+    bn = [v.path for layer in _all_layers(m) if isinstance(layer, keras.layers.BatchNormalization)
+          for v in (layer.moving_mean, layer.moving_variance)]
+    assert all(not np.array_equal(before[p], after[p]) for p in bn)
+    assert bn or name.startswith("convnext")  # ConvNeXt normalises with LayerNorm only
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    out = []
+    for layer in model.layers:
+        out += _all_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return out
+
+
+def test_pretrained_backbone_keeps_its_batchnorm_statistics():
+    """A pretrained backbone runs in inference mode: training the head moves no statistics."""
+    m = models.build_model("efficientnetv2b0", (32, 32, 3), 3, weights="none",
+                           pretrained=True, head_units=[8])
+    models.set_trainable(m, "coarse", 5, pretrained=True)
+    bn = [layer for layer in _all_layers(m) if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [keras.ops.convert_to_numpy(b.moving_mean).copy() for b in bn]
+    m.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", jit_compile=False)
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    m.fit(x, np.eye(3, dtype=np.float32)[np.arange(8) % 3], batch_size=4, verbose=0)
+    for b, mean in zip(bn, before, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(b.moving_mean), mean)
+
+
+def test_small_resnet_brings_96px_to_3px_and_rejects_imagenet():
+    m = models.build_model("small_resnet", (96, 96, 3), 8, weights="none", head_units=[8])
+    assert m.get_layer("pool").input.shape[1:3] == (3, 3)
+    assert 1.0e6 < m.count_params() < 1.5e6
+    with pytest.raises(InputError, match="no ImageNet weights"):
+        models.build_model("small_resnet", (96, 96, 3), 8, weights="imagenet")
 
 
 def test_imagenet_download_failure_is_one_clear_line(monkeypatch):

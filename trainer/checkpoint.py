@@ -173,12 +173,12 @@ def _num(v: Any) -> float | None:
 class RunCheckpoint(keras.callbacks.Callback):
     """After each epoch: model+optimizer, best weights, then state.json and history.csv.
 
-    Runs after ``es`` and ``rlr`` in the callback list, so their counters include this epoch;
-    ``state`` is updated in place.
+    Runs after ``es`` and ``rlr`` (None under a learning-rate schedule) in the callback list,
+    so their counters include this epoch; ``state`` is updated in place.
     """
 
     def __init__(self, run: Path, state: RunState, phase: str,
-                 es: ResumableEarlyStopping, rlr: ResumableReduceLR) -> None:
+                 es: ResumableEarlyStopping, rlr: ResumableReduceLR | None) -> None:
         super().__init__()
         self.run, self.state, self.phase, self.es, self.rlr = run, state, phase, es, rlr
 
@@ -192,7 +192,8 @@ class RunCheckpoint(keras.callbacks.Callback):
                **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
                "learning_rate": lr}
         self.state.update(epoch=epoch, checkpoint=name, early_stopping=self.es.snapshot(),
-                          reduce_lr=self.rlr.snapshot(), stopped=bool(self.model.stop_training))
+                          reduce_lr=self.rlr.snapshot() if self.rlr else None,
+                          stopped=bool(self.model.stop_training))
         self.state["history"].append(row)
         save_state(self.run, self.state)
         write_history_csv(self.run / HISTORY_NAME, self.state["history"])

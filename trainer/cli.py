@@ -12,8 +12,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from builder.errors import InputError, dispatch
-from trainer.config import MODEL_NAMES
+from builder.errors import InputError, OneLineParser, dispatch
+from trainer.config import MIX_MODES, MODEL_NAMES, OPTIMIZERS, SCHEDULES
 
 PROG = "frozenaug-train"
 
@@ -39,7 +39,7 @@ def _test_time(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train a coarse phase, then fine-tune; resumable")
@@ -47,12 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--model", default=None, help=f"one of {', '.join(MODEL_NAMES)}")
     p.add_argument("--weights", default=None,
-                   help="imagenet (default), none, or a .weights.h5/.keras file")
-    p.add_argument("--epochs-coarse", type=int, default=None, help="epochs, backbone frozen")
+                   help="none (default: train from scratch), imagenet, or a .weights.h5/.keras "
+                        "file")
+    p.add_argument("--epochs-coarse", type=int, default=None,
+                   help="epochs of the first phase (pretrained weights: backbone frozen)")
     p.add_argument("--epochs-fine", type=int, default=None, help="epochs of fine-tuning")
     _batch_size(p)
     p.add_argument("--lr", type=float, default=None, help="coarse-phase learning rate")
     p.add_argument("--fine-lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="adamw (default; decoupled weight decay) or adam")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW weight decay (default 0.05)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="cosine: linear warm-up then cosine decay (default); plateau: "
+                        "ReduceLROnPlateau on the val cross-entropy")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="cosine schedule: epochs of linear warm-up (default 1)")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="label smoothing of the loss (default 0.1)")
+    p.add_argument("--mix", choices=MIX_MODES, default=None,
+                   help="build: MixUp/CutMix as frozen in the shards (default); fresh: drawn "
+                        "anew every epoch while reading (build without a mix stage)")
     p.add_argument("--unfreeze", type=int, default=None,
                    help="top backbone layers trained while fine-tuning (BatchNorm stays frozen)")
     p.add_argument("--patience", type=int, default=None, help="EarlyStopping patience")
@@ -130,6 +146,12 @@ def precheck(args: argparse.Namespace) -> None:
         keys = {f.name for f in fields(FitConfig)} - {"build_dir"}
         flags = {k: v for k, v in vars(args).items() if k in keys and v is not None}
         resolve_config({**flags, "build_dir": args.dir}, args.config)
+        from builder.format import load_manifest
+
+        classes = load_manifest(args.dir).num_classes
+        if classes < 2:
+            raise InputError(f"{args.dir}: the build has {classes} class; a classifier needs "
+                             "at least 2 (build from data with two or more classes)")
         return
     if args.batch_size is not None and not 1 <= args.batch_size <= BATCH_MAX:
         raise InputError(f"--batch-size: must be in 1..{BATCH_MAX}, got {args.batch_size}")
@@ -139,12 +161,21 @@ def precheck(args: argparse.Namespace) -> None:
         if not 1 <= args.severities <= MAX_SEVERITY:
             raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {args.severities}")
     _exists(args.run, "run directory", True)
+    from trainer.evaluate import read_run_files  # config.json and run.json, no TensorFlow
+
+    read_run_files(args.run)
     out = Path(args.out)
     if args.command == "evaluate":
         if out.exists() and not out.is_dir():
             raise InputError(f"{out}: is a file; --out names the folder for metrics.json")
     elif out.is_dir():
         raise InputError(f"{out}: is a folder; --out names the CSV file to write")
+    else:
+        from builder.owned import check_not_input
+        from trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+
+        run_files = [Path(args.run) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
+        check_not_input(out, [args.input, *run_files], "writing the CSV there", inside_ok=True)
 
 
 FIT_FLAGS = ("model", "weights", "epochs_coarse", "epochs_fine", "batch_size", "lr", "fine_lr",
@@ -204,7 +235,6 @@ def _run(args: argparse.Namespace) -> int:
     import importlib
 
     return int(getattr(importlib.import_module(module), func)(args) or 0)
-
 
 
 if __name__ == "__main__":

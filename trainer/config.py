@@ -22,24 +22,39 @@ STATE_NAME = "state.json"
 RUN_INFO_NAME = "run.json"  # facts of the run: class names, image shape, devices
 MODEL_NAME = "model.keras"
 # --model values; trainer.models builds them (kept here, free of keras, for the CLI's --help).
-MODEL_NAMES = ("simple_cnn", "efficientnetv2b0", "efficientnetv2b3", "convnext_tiny",
-               "convnext_small", "convnext_base")
+MODEL_NAMES = ("small_resnet", "small_resnet_wide", "simple_cnn", "efficientnetv2b0",
+               "efficientnetv2b3", "convnext_tiny", "convnext_small", "convnext_base")
 STRATEGIES = ("default", "mirrored")
 TRISTATE = ("auto", "on", "off")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "plateau")  # cosine decay after a linear warm-up | ReduceLROnPlateau
+MIX_MODES = ("build", "fresh")  # MixUp/CutMix as frozen in the build | drawn anew each epoch
 
 
 @dataclass
 class FitConfig:
-    """Everything that decides what a ``fit`` run trains (not where it writes)."""
+    """Everything that decides what a ``fit`` run trains (not where it writes).
+
+    The defaults train ``small_resnet`` from scratch in one phase (a CPU or an air-gapped
+    server needs no download). The original project's transfer recipe is
+    ``model=convnext_tiny, weights=imagenet, epochs_coarse=10, epochs_fine=20, lr=1e-3,
+    fine_lr=1e-5`` (README, "Models").
+    """
 
     build_dir: str = ""
-    model: str = "convnext_tiny"
-    weights: str = "imagenet"  # imagenet | none | PATH (.weights.h5 or .keras)
-    epochs_coarse: int = 10
-    epochs_fine: int = 20
+    model: str = "small_resnet"
+    weights: str = "none"  # imagenet | none | PATH (.weights.h5 or .keras)
+    epochs_coarse: int = 30  # the first (with pretrained weights: backbone frozen) phase
+    epochs_fine: int = 0  # fine-tuning phase
     batch_size: int = 64  # per replica
-    lr: float = 1e-3  # coarse phase (Adam)
+    lr: float = 2e-3  # first phase's peak learning rate
     fine_lr: float = 1e-5  # fine-tuning phase
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05  # AdamW's decoupled weight decay
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0  # cosine: linear warm-up from 0, then decay to lr / 100
+    label_smoothing: float = 0.1
+    mix: str = "build"
     unfreeze: int = 30  # top backbone layers trained in the fine phase
     patience: int = 8  # EarlyStopping; ReduceLROnPlateau waits max(1, patience // 2)
     lr_factor: float = 0.5  # ReduceLROnPlateau
@@ -51,7 +66,7 @@ class FitConfig:
     fine_l1: float = 1.5e-4  # fine phase, L1L2 on the head's Dense kernels
     fine_l2: float = 4e-4
     output_l2: float = 1e-4  # always, on the softmax layer's kernel
-    class_weights: bool = True  # from the manifest's train class counts
+    class_weights: bool = True  # from the split's train class counts (before augmentation)
     strategy: str = "default"
     mixed_precision: str = "auto"  # auto: on when a GPU is present
     xla: str = "auto"  # auto: jit_compile when a GPU is present
@@ -82,6 +97,16 @@ class FitConfig:
             v = float(getattr(self, key))
             if not (math.isfinite(v) and v > 0):
                 raise bad(key, "must be a positive number")
+        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                             ("mix", MIX_MODES)):
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"allowed: {', '.join(allowed)}")
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1):
+            raise bad("weight_decay", "must be in [0, 1)")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= 1000):
+            raise bad("warmup_epochs", "must be in [0, 1000]")
+        if not (math.isfinite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise bad("label_smoothing", "must be in [0, 1)")
         if not 0 < self.lr_factor < 1:
             raise bad("lr_factor", "must be in (0, 1)")
         if not 0 <= self.dropout < 1:

@@ -1,14 +1,31 @@
-"""``frozenaug-train fit``: a coarse phase (backbone frozen), then fine-tuning, resumable.
+"""``frozenaug-train fit``: train a model from a build's shards, resumable.
 
-Phases. Coarse: the backbone is frozen and the head trains with L2 (``head_l2``) at ``lr``.
-Fine: the model is rebuilt with L1L2 (``fine_l1``, ``fine_l2``) on the head, the coarse weights
-are copied in, the top ``unfreeze`` backbone layers train (BatchNorm layers stay frozen, and the
-backbone always runs in inference mode) at ``fine_lr``. For ``simple_cnn`` both phases train the
-whole small net; the fine phase only lowers the LR and switches the head's regulariser. Keras
-epochs are numbered across both phases (the fine phase starts where the coarse one stopped), so
-the stream reads frozen epoch ``e mod K`` and ``history.csv`` is one table with a ``phase``
-column. Each phase has its own EarlyStopping (best weights restored) and ReduceLROnPlateau on
-val loss.
+From scratch (``--weights none``, the default, with ``small_resnet``): every layer trains from
+the first step, BatchNorm included, with AdamW (decoupled weight decay, none on norms and
+biases), a linear warm-up of ``warmup_epochs`` then cosine decay to lr/100, and label
+smoothing. The fine phase (``epochs_fine``, default 0) is then only a continuation at
+``fine_lr`` with L1L2 on the head.
+
+From pretrained weights (``imagenet`` or a file), the original project's two phases. Coarse:
+the backbone is frozen and runs in inference mode, the head trains with L2 (``head_l2``) at
+``lr``. Fine: the model is rebuilt with L1L2 (``fine_l1``, ``fine_l2``) on the head, the coarse
+weights are copied in, and the top ``unfreeze`` backbone layers train (BatchNorm stays frozen)
+at ``fine_lr``, with a new optimizer and schedule. Keras epochs are numbered across both phases
+(the fine phase starts where the coarse one stopped), so the stream reads frozen epoch
+``e mod K`` and ``history.csv`` is one table with a ``phase`` column.
+
+Monitoring. Each phase has its own EarlyStopping (best weights restored), and with
+``schedule=plateau`` a ReduceLROnPlateau, both watching ``val_ce``: the plain cross-entropy of
+the val split, without label smoothing or weight penalties, so that the phases, whose
+regularisers differ, are comparable (``val_loss`` jumps when L1L2 is switched on). Class
+weights come from the split's own train counts (real images, not post-MixUp argmaxes).
+
+MixUp/CutMix. ``--mix build`` trains on what the build froze; ``--mix fresh`` draws them anew
+for every batch while reading (trainer/readmix.py), from a build without a mix stage.
+
+BatchNorm. After the last epoch the moving statistics of every BatchNorm layer that trained
+are recomputed with the final weights over a few thousand training images ("precise BN",
+trainer/bnstats.py): moving averages lag behind fast-changing weights, most on short runs.
 
 Starting. Everything that can fail on bad input (the config, the build and its shards, with
 ``--verify`` their sha256, the model and its weights) is checked before fit writes anything, so
@@ -29,22 +46,26 @@ takes exactly one global batch, so each epoch leaves out its last ``n_train mod 
 R)`` images (another set each epoch, as the stream shuffles); a replica never gets an empty or
 uneven batch. Validation still sees every image, in batches of at most the global size, a
 multiple of R, chosen so that no replica's share is empty (``val_batch_size`` in run.json).
-BatchNorm layers that train (simple_cnn's) synchronise their batch statistics across replicas,
-so all replicas, and the saved model, hold the same moving statistics.
+BatchNorm layers that train (those of a from-scratch model) synchronise their batch
+statistics across replicas, so all replicas, and the saved model, hold the same moving
+statistics.
 
 Learning rate. ``--lr`` and ``--fine-lr`` are used as given, whatever R is. To move a run tuned
 on one device to R replicas, either keep its global batch (divide ``--batch-size`` by R) and its
 learning rates: the same optimisation, only faster; or keep the per-replica batch, which makes
 the global batch R times larger, and raise the learning rates with it: linearly (lr x R, Goyal
-et al. 2017, with a warm-up over the first epochs for large R) is the rule for SGD; for Adam,
-which fit uses, the square-root rule (lr x sqrt(R), Malladi et al. 2022) is the safer start.
+et al. 2017, with a warm-up over the first epochs for large R) is the rule for SGD; for
+Adam(W), which fit uses, the square-root rule (lr x sqrt(R), Malladi et al. 2022) is the
+safer start.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +74,17 @@ import tensorflow as tf
 
 from builder.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
 from builder.errors import InputError
-from builder.format import load_manifest
+from builder.format import Manifest, load_manifest
+from builder.mixing import MixConfig
 from builder.owned import FIT_OWN, fit_inputs, removable, remove
 from builder.shards import check_free_space
 from trainer import checkpoint as ckpt
 from trainer import config as cfgmod
 from trainer import models
+from trainer.bnstats import batchnorm_layers, recompute_bn_statistics
 from trainer.config import MODEL_NAME, RUN_INFO_NAME, STATE_NAME
+from trainer.readmix import fresh_mix
+from trainer.stream import ShardStream
 
 # What fit writes into a run directory; --overwrite removes only these.
 RUN_FILES = (cfgmod.CONFIG_NAME, STATE_NAME, RUN_INFO_NAME, MODEL_NAME, ckpt.HISTORY_NAME,
@@ -148,38 +173,13 @@ def class_weights(counts: list[int]) -> dict[int, float]:
     return {i: (n / (c * k) if k else 1.0) for i, k in enumerate(counts)}
 
 
-def _build(cfg: cfgmod.FitConfig, phase: str, shape, num_classes: int, weights: str):
-    reg = (models.head_regularizer(0.0, cfg.head_l2) if phase == "coarse"
-           else models.head_regularizer(cfg.fine_l1, cfg.fine_l2))
-    return models.build_model(
-        cfg.model, shape, num_classes, weights=weights, head_units=cfg.head_units,
-        dropout=cfg.dropout, head_regularizer=reg, output_l2=cfg.output_l2, seed=cfg.seed,
-    )
-
-
-def _sync_batchnorm(model: keras.Model) -> None:
-    """Make BatchNormalization average its batch statistics over all replicas.
-
-    Keras 3 keeps each replica's moving mean and variance apart (their variables aggregate
-    "none"), so unsynchronised replicas drift apart, validate with different statistics, and
-    the saved model holds replica 0's. Synchronised, every replica applies the same update,
-    that of the global batch, as one device would. (Frozen backbone BatchNorm never updates.)
-    """
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-        elif isinstance(layer, keras.Model):
-            stack.extend(layer.layers)
-
-
-def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, jit: bool,
-             eager: bool = False) -> None:
-    if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # fit compiles under its scope
-        _sync_batchnorm(model)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit and not eager, run_eagerly=eager)
+def split_counts(manifest: Manifest, split: str) -> list[int]:
+    """Per-class counts of a split as the builder's split made it: real images, before any
+    augmentation or MixUp/CutMix (the shards' own counts are argmaxes of soft labels)."""
+    counts = manifest.raw.get("split", {}).get("class_counts", {}).get(split)
+    if isinstance(counts, list) and len(counts) == manifest.num_classes:
+        return [int(c) for c in counts]
+    return manifest.class_counts(split)
 
 
 def distributed_batches(n_train: int, n_val: int, batch_size: int,
@@ -213,6 +213,70 @@ def distributed_batches(n_train: int, n_val: int, batch_size: int,
     )
 
 
+@dataclass
+class Plan:
+    """What one start of ``fit`` resolved from its inputs, before it writes anything."""
+
+    cfg: cfgmod.FitConfig
+    run: Path
+    manifest: Manifest
+    shape: tuple[int, int, int]
+    pretrained: bool  # two phases, backbone in inference mode; else everything trains
+    gpu: bool
+    mixed: bool
+    jit: bool
+    eager: bool
+    strategy: tf.distribute.Strategy
+    global_batch: int
+    val_batch: int
+    train: ShardStream
+    val: ShardStream | None
+    mix: MixConfig | None  # drawn anew every epoch while reading (cfg.mix == "fresh")
+    monitor: str
+    class_weight: dict[int, float] | None
+    verbose: int
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
+              eager: bool) -> Plan:
+    """Open the build and its streams and decide devices and batches; writes nothing."""
+    manifest = load_manifest(cfg.build_dir)
+    gpu = _gpu_present()
+    strategy = (tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored"
+                else tf.distribute.get_strategy())
+    global_batch, drop, val_batch = distributed_batches(
+        sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
+        cfg.batch_size, strategy.num_replicas_in_sync)
+    train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
+                        drop_remainder=drop, verify=cfg.verify)
+    val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)
+           if manifest.shards_of("val") else None)
+    mix = None
+    if cfg.mix == "fresh":
+        if train.soft_labels:
+            raise InputError(
+                f"{cfg.build_dir}: --mix fresh draws MixUp/CutMix while reading, but this build "
+                "froze them already (soft labels); build with a policy without a mix stage")
+        policy_mix = manifest.raw.get("policy", {}).get("mix")
+        mix = MixConfig.from_dict(policy_mix) if policy_mix else MixConfig()
+    return Plan(
+        cfg=cfg, run=run, manifest=manifest, shape=tuple(manifest.image_shape),
+        pretrained=cfg.weights != "none", gpu=gpu, mixed=_tristate(cfg.mixed_precision, gpu),
+        jit=_tristate(cfg.xla, gpu), eager=eager, strategy=strategy, global_batch=global_batch,
+        val_batch=val_batch, train=train, val=val, mix=mix,
+        # The plain cross-entropy, without label smoothing or weight penalties: comparable
+        # across phases whose regularisers differ (the loss is not).
+        monitor="val_ce" if val is not None else "ce",
+        class_weight=(class_weights(split_counts(manifest, "train")) if cfg.class_weights
+                      else None),
+        verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
+    )
+
+
 def fit(
     cfg: cfgmod.FitConfig,
     out: str | os.PathLike,
@@ -228,107 +292,52 @@ def fit(
     ``extra_callbacks`` run after the checkpoint of each epoch; ``eager`` skips tf.function
     tracing, which is faster for the few steps of a test and much slower for real data.
     """
-    # Everything that can fail on bad input (config, build, shards, model and its weights)
-    # runs before the first write, so a failed start leaves no run folder, or an untouched one.
+    # 1. Everything that can fail on bad input (config, build, shards, model and its weights)
+    #    runs before the first write, so a failed start leaves no run folder, or an untouched one.
     cfg.validate()
     models.check_model_name(cfg.model)
-    manifest = load_manifest(cfg.build_dir)
     run = Path(out)
     check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
     state = ckpt.new_state() if overwrite else ckpt.load_state(run)
     if state["phase"] == "done":
         print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
         return {"epochs": len(state["history"]), "history": state["history"], "resumed": True}
-
-    from trainer.stream import ShardStream  # the reader; imported late so --help stays fast
-
-    gpu = _gpu_present()
-    mixed, jit = _tristate(cfg.mixed_precision, gpu), _tristate(cfg.xla, gpu)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    plan = make_plan(cfg, run, verbose=verbose, eager=eager)
+    keras.mixed_precision.set_global_policy("mixed_float16" if plan.mixed else "float32")
     keras.utils.set_random_seed(cfg.seed + len(state["history"]))
-    strategy = (tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored"
-                else tf.distribute.get_strategy())
-    replicas = strategy.num_replicas_in_sync
-    has_val = bool(manifest.shards_of("val"))
-    global_batch, drop, val_batch = distributed_batches(
-        sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
-        cfg.batch_size, replicas)
-    train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
-                        drop_remainder=drop, verify=cfg.verify)
-    val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False,
-                       verify=cfg.verify) if has_val else None)
-    monitor = "val_loss" if has_val else "loss"
-    shape = tuple(manifest.image_shape)
-    weights_cls = class_weights(manifest.class_counts("train")) if cfg.class_weights else None
-    verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
-    coarse_final, best = run / ckpt.COARSE_FINAL, run / ckpt.BEST_WEIGHTS
 
-    def run_phase(model: keras.Model, phase: str, end_epoch: int) -> None:
-        start = state["epoch"] + 1
-        patience_lr = max(1, cfg.patience // 2)
-        es = ckpt.ResumableEarlyStopping(state.get("early_stopping"), monitor=monitor,
-                                         patience=max(cfg.patience, 1),
-                                         restore_best_weights=True)
-        if state.get("early_stopping") and best.is_file():
-            es.initial_best_weights = ckpt.weights_from_file(model, best)
-        rlr = ckpt.ResumableReduceLR(state.get("reduce_lr"), monitor=monitor,
-                                     factor=cfg.lr_factor, patience=patience_lr,
-                                     min_lr=cfg.min_lr)
-        ck = ckpt.RunCheckpoint(run, state, phase, es, rlr)
-        callbacks = [es, rlr, ck, *tensorboard, *extra_callbacks]
-        if start < end_epoch and not state.get("stopped"):
-            model.fit(
-                train.dataset(initial_epoch=start, repeat=True),
-                steps_per_epoch=train.steps_per_epoch,
-                validation_data=val.dataset() if val is not None else None,
-                initial_epoch=start, epochs=end_epoch, class_weight=weights_cls,
-                callbacks=callbacks, verbose=verbose, shuffle=False,  # the stream shuffles
-            )
-        elif es.initial_best_weights is not None:
-            model.set_weights(es.initial_best_weights)  # what EarlyStopping would have restored
-
-    def fine_model() -> keras.Model:
-        if state["checkpoint"]:
-            return _load_checkpoint(run / state["checkpoint"], jit, eager)
-        model = _build(cfg, "fine", shape, manifest.num_classes, "none")
-        model.load_weights(coarse_final)
-        models.set_trainable(model, "fine", cfg.unfreeze)
-        _compile(model, keras.optimizers.Adam(cfg.fine_lr), jit, eager)
-        return model
-
-    with strategy.scope():
-        # The model this start trains first, built (or loaded) before anything is written.
+    with plan.strategy.scope():
         if state["phase"] == "fine":
-            model = fine_model()
+            model = fine_model(plan, state)
         elif state["checkpoint"]:
-            model = _load_checkpoint(run / state["checkpoint"], jit, eager)
+            model = _load_checkpoint(run / state["checkpoint"], plan)
         else:
-            model = _build(cfg, "coarse", shape, manifest.num_classes, cfg.weights)
-            models.set_trainable(model, "coarse", cfg.unfreeze)
-            _compile(model, keras.optimizers.Adam(cfg.lr), jit, eager)
+            model = _build(plan, "coarse", cfg.weights)
+            models.set_trainable(model, "coarse", cfg.unfreeze, plan.pretrained)
+            _compile(model, _optimizer(plan, "coarse"), plan)
 
+        # 2. The run folder, its config and the facts of this start.
         prepare_run_dir(run, cfg, overwrite=overwrite)
-        write_json(run / RUN_INFO_NAME, {
-            "class_names": manifest.class_names, "image_shape": list(shape),
-            "build_dir": str(Path(cfg.build_dir).resolve()), "replicas": replicas,
-            "global_batch_size": global_batch, "steps_per_epoch": train.steps_per_epoch,
-            "val_batch_size": val_batch if val else 0, "mixed_precision": mixed, "xla": jit,
-            "gpu": gpu, "train_samples": train.num_samples,
-            "val_samples": val.num_samples if val else 0,
-        })
-        tensorboard = _tensorboard(run / "tb")
+        write_run_info(plan)
+        callbacks = [*_tensorboard(run / "tb"), *extra_callbacks]
 
+        # 3. The phases. From scratch the first phase trains everything; with pretrained
+        #    weights it trains the head, and the fine phase the top of the backbone.
         if state["phase"] == "coarse":
-            run_phase(model, "coarse", cfg.epochs_coarse)
-            ckpt.save_atomic(coarse_final, model.save_weights)
+            train_phase(model, "coarse", cfg.epochs_coarse, plan, state, callbacks)
+            ckpt.save_atomic(run / ckpt.COARSE_FINAL, model.save_weights)
             state.update(phase="fine", fine_start=state["epoch"] + 1, checkpoint=None,
                          early_stopping=None, reduce_lr=None, stopped=False)
-            best.unlink(missing_ok=True)
+            (run / ckpt.BEST_WEIGHTS).unlink(missing_ok=True)
             ckpt.save_state(run, state)
-            model = fine_model()
-        fine_end = state["fine_start"] + cfg.epochs_fine
+            if cfg.epochs_fine:
+                model = fine_model(plan, state)
         if cfg.epochs_fine:
-            run_phase(model, "fine", fine_end)
+            train_phase(model, "fine", state["fine_start"] + cfg.epochs_fine, plan, state,
+                        callbacks)
+
+        # 4. BatchNorm statistics that match the final weights ("precise BN"), then the model.
+        bn_batches = precise_bn(model, plan, state["epoch"])
         ckpt.save_atomic(run / MODEL_NAME, model.save)
     ckpt.write_curves(run / ckpt.CURVES_NAME, state["history"], state["fine_start"])
     state.update(phase="done")
@@ -336,7 +345,140 @@ def fit(
     ckpt.remove_epoch_checkpoints(run)  # the final model replaces them; keep weights files
     last = state["history"][-1] if state["history"] else {}
     return {"epochs": len(state["history"]), "history": state["history"],
-            "val_accuracy": last.get("val_accuracy"), "resumed": resume}
+            "val_accuracy": last.get("val_accuracy"), "resumed": resume,
+            "precise_bn_batches": bn_batches}
+
+
+def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
+                state: ckpt.RunState, callbacks: list[keras.callbacks.Callback]) -> None:
+    """Train ``model`` from the epoch after ``state["epoch"]`` up to ``end_epoch`` (exclusive),
+    with EarlyStopping (best weights restored), ReduceLROnPlateau under ``schedule=plateau``,
+    and a checkpoint after every epoch; the counters continue those of ``state``."""
+    cfg, run = plan.cfg, plan.run
+    start = state["epoch"] + 1
+    best = run / ckpt.BEST_WEIGHTS
+    es = ckpt.ResumableEarlyStopping(state.get("early_stopping"), monitor=plan.monitor,
+                                     patience=max(cfg.patience, 1), restore_best_weights=True)
+    if state.get("early_stopping") and best.is_file():
+        es.initial_best_weights = ckpt.weights_from_file(model, best)
+    rlr = None
+    if cfg.schedule == "plateau":
+        rlr = ckpt.ResumableReduceLR(state.get("reduce_lr"), monitor=plan.monitor,
+                                     factor=cfg.lr_factor, patience=max(1, cfg.patience // 2),
+                                     min_lr=cfg.min_lr)
+    ck = ckpt.RunCheckpoint(run, state, phase, es, rlr)
+    if start >= end_epoch or state.get("stopped"):
+        if es.initial_best_weights is not None:
+            model.set_weights(es.initial_best_weights)  # what EarlyStopping would have restored
+        return
+    data = plan.train.dataset(initial_epoch=start, repeat=True)
+    if plan.mix is not None:
+        data = fresh_mix(data, plan.mix, plan.manifest.num_classes, cfg.seed,
+                         first_step=start * plan.train.steps_per_epoch)
+    model.fit(
+        data, steps_per_epoch=plan.train.steps_per_epoch,
+        validation_data=plan.val.dataset() if plan.val is not None else None,
+        initial_epoch=start, epochs=end_epoch, class_weight=plan.class_weight,
+        callbacks=[es, *([rlr] if rlr else []), ck, *callbacks], verbose=plan.verbose,
+        shuffle=False,  # the stream shuffles
+    )
+
+
+def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
+    """The fine phase's model: its checkpoint, or the coarse weights in a model rebuilt with
+    the fine phase's regulariser and trainable layers."""
+    if state["checkpoint"]:
+        return _load_checkpoint(plan.run / state["checkpoint"], plan)
+    model = _build(plan, "fine", "none")
+    model.load_weights(plan.run / ckpt.COARSE_FINAL)
+    models.set_trainable(model, "fine", plan.cfg.unfreeze, plan.pretrained)
+    _compile(model, _optimizer(plan, "fine"), plan)
+    return model
+
+
+def precise_bn(model: keras.Model, plan: Plan, epoch: int, max_images: int = 4096) -> int:
+    """Recompute the moving statistics of every BatchNorm layer that trained, as the exact
+    average over up to ``max_images`` images of Keras epoch ``epoch``'s frozen epoch, with the
+    final weights (pycls' "precise BN"): the moving averages lag behind the weights, most on
+    short runs. Returns the number of batches used (0: no BatchNorm trained)."""
+    if plan.replicas > 1 or not batchnorm_layers(model):
+        return 0  # synchronised replicas already agree; a frozen backbone keeps ImageNet's
+    batches = (x for x, _ in itertools.islice(plan.train.iter_numpy(max(epoch, 0)),
+                                              max(1, max_images // plan.global_batch)))
+    return recompute_bn_statistics(model, batches)
+
+
+def write_run_info(plan: Plan) -> None:
+    write_json(plan.run / RUN_INFO_NAME, {
+        "class_names": plan.manifest.class_names, "image_shape": list(plan.shape),
+        "build_dir": str(Path(plan.cfg.build_dir).resolve()), "replicas": plan.replicas,
+        "global_batch_size": plan.global_batch, "steps_per_epoch": plan.train.steps_per_epoch,
+        "val_batch_size": plan.val_batch if plan.val else 0, "mixed_precision": plan.mixed,
+        "xla": plan.jit, "gpu": plan.gpu, "train_samples": plan.train.num_samples,
+        "val_samples": plan.val.num_samples if plan.val else 0,
+        "class_weight": plan.class_weight,
+    })
+
+
+def _build(plan: Plan, phase: str, weights: str) -> keras.Model:
+    cfg = plan.cfg
+    reg = (models.head_regularizer(0.0, cfg.head_l2) if phase == "coarse"
+           else models.head_regularizer(cfg.fine_l1, cfg.fine_l2))
+    return models.build_model(
+        cfg.model, plan.shape, plan.manifest.num_classes, weights=weights,
+        pretrained=plan.pretrained, head_units=cfg.head_units, dropout=cfg.dropout,
+        head_regularizer=reg, output_l2=cfg.output_l2, seed=cfg.seed,
+    )
+
+
+# AdamW decays weights only: BatchNorm/LayerNorm scales and shifts and biases keep theirs.
+NO_DECAY = ["gamma", "beta", "bias"]
+
+
+def _optimizer(plan: Plan, phase: str) -> keras.optimizers.Optimizer:
+    """The phase's optimizer; its learning rate a warm-up + cosine schedule over the phase's
+    steps, or a constant that ReduceLROnPlateau lowers (``schedule=plateau``)."""
+    cfg = plan.cfg
+    peak = cfg.lr if phase == "coarse" else cfg.fine_lr
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = peak
+    if cfg.schedule == "cosine":
+        steps = plan.train.steps_per_epoch * (cfg.epochs_coarse if phase == "coarse"
+                                               else cfg.epochs_fine)
+        # warm-up only from random weights, where the first large steps do the harm
+        warmup = int(round(cfg.warmup_epochs * plan.train.steps_per_epoch)) if (
+            phase == "coarse") else 0
+        warmup = min(warmup, max(steps - 1, 0))
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else peak, max(steps - warmup, 1), alpha=0.01,
+            warmup_target=peak if warmup else None, warmup_steps=warmup)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    opt.exclude_from_weight_decay(var_names=NO_DECAY)
+    return opt
+
+
+def _sync_batchnorm(model: keras.Model) -> None:
+    """Make BatchNormalization average its batch statistics over all replicas.
+
+    Keras 3 keeps each replica's moving mean and variance apart (their variables aggregate
+    "none"), so unsynchronised replicas drift apart, validate with different statistics, and
+    the saved model holds replica 0's. Synchronised, every replica applies the same update,
+    that of the global batch, as one device would. (Frozen backbone BatchNorm never updates.)
+    """
+    for layer in batchnorm_layers(model, include_frozen=True):
+        layer.synchronized = True
+
+
+def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, plan: Plan) -> None:
+    if plan.replicas > 1:  # fit compiles under the strategy's scope
+        _sync_batchnorm(model)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=plan.cfg.label_smoothing),
+        metrics=["accuracy", keras.metrics.CategoricalCrossentropy(name="ce")],
+        jit_compile=plan.jit and not plan.eager, run_eagerly=plan.eager,
+    )
 
 
 def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
@@ -350,22 +492,24 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
 
 
-def _load_checkpoint(path: Path, jit: bool, eager: bool) -> keras.Model:
+def _load_checkpoint(path: Path, plan: Plan) -> keras.Model:
     """A model saved by RunCheckpoint, with its optimizer state, recompiled for this machine."""
     try:
         model = keras.saving.load_model(path)
     except Exception as e:  # a damaged zip or h5 raises many types
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); "
                          "start again with --overwrite") from None
-    _compile(model, model.optimizer, jit, eager)  # the same optimizer object keeps its slots
+    if isinstance(model.optimizer, keras.optimizers.AdamW):
+        model.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)  # not serialised
+    _compile(model, model.optimizer, plan)  # the same optimizer object keeps its slots
     return model
 
 
 def cmd_fit(args) -> int:
     """The ``fit`` subcommand: resolve the config (the stored one when resuming) and train."""
-    flags = {k: getattr(args, k, None) for k in (
-        "model", "weights", "epochs_coarse", "epochs_fine", "batch_size", "lr", "fine_lr",
-        "unfreeze", "patience", "seed", "strategy", "mixed_precision", "xla", "verify")}
+    from trainer.cli import FIT_FLAGS
+
+    flags = {k: getattr(args, k, None) for k in FIT_FLAGS}
     flags["build_dir"] = args.dir
     run = Path(args.out)
     base = None
@@ -377,4 +521,3 @@ def cmd_fit(args) -> int:
     shown = "" if acc is None else f", val accuracy {acc:.4f}"
     print(f"{run}: {summary['epochs']} epochs{shown}")
     return 0
-

@@ -1,0 +1,241 @@
+"""What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
+
+    python bench/quality.py [--rows main,policy,k,mix,lazy,lofo] [--epochs 30] [--out out/quality]
+
+Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
+subprocesses) on the shared blood-cell set (``../shared/data/bloodcells``, unpacked once), and
+scores every run on the build's own held-out test split, which no run sees in training or
+model selection (EarlyStopping watches the val split):
+
+* ``clean``: accuracy and macro-F1 on the test split as it is;
+* ``dist``: mean accuracy under the six distortion families of trainer/distort.py at
+  severities 1..5, ``strong``: the same at severities 3..5 only;
+* ``lofo`` rows: leave-one-family-out. The build's policy lacks family F
+  (``--drop-family F``); the run is scored on distortions of family F only, at severities 1..5:
+  how the tool copes with damage of a kind nobody anticipated.
+
+Rows (each a build + fit; rows already done in ``--out`` are skipped, so an interrupted run
+resumes):
+
+* ``main``: heavy policy, K=10, the default model and recipe, ``--epochs`` epochs; also scored
+  with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both;
+* ``policy``: none (K=1), light (K=10) beside main's heavy;
+* ``k``: heavy with K=1 and K=3 beside main's K=10;
+* ``mix``: heavy without its frozen MixUp/CutMix stage, mixed anew each epoch (``--mix fresh``);
+* ``lazy``: the policy applied lazily, fresh every epoch. Its accuracy is that of a build with
+  K = epochs (each epoch a fresh draw: the same distribution as lazy augmentation); its time
+  is the frozen build's time per epoch measured against two epochs of training with the same
+  augmentation done inside tf.data (``lazy_epoch_s``);
+* ``lofo``: one row per family.
+
+Prints a markdown table and writes it with all numbers to ``--out``/quality.md and
+quality.json. Each row takes about (epochs x 20-30 s) on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data" / "bloodcells"
+BIN = Path(sys.executable).parent
+FAMILIES = ("geometric", "blur", "compression", "colour", "noise", "occlusion")
+SEVERITIES = (1, 2, 3, 4, 5)
+STRONG = (3, 4, 5)
+
+
+def rows(epochs: int, row_epochs: int) -> dict[str, dict]:
+    """name -> build flags, fit flags, what to score, group."""
+    r: dict[str, dict] = {
+        "heavy K=10": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
+                           fit=["--epochs-coarse", str(epochs)], extra=True),
+        "none K=1": dict(group="policy", build=["--policy", "none", "--epochs", "1"],
+                         fit=["--epochs-coarse", str(row_epochs)]),
+        "light K=10": dict(group="policy", build=["--policy", "light", "--epochs", "10"],
+                           fit=["--epochs-coarse", str(row_epochs)]),
+        "heavy K=1": dict(group="k", build=["--policy", "heavy", "--epochs", "1"],
+                          fit=["--epochs-coarse", str(row_epochs)]),
+        "heavy K=3": dict(group="k", build=["--policy", "heavy", "--epochs", "3"],
+                          fit=["--epochs-coarse", str(row_epochs)]),
+        "heavy K=10 (same epochs as rows)": dict(
+            group="k", build=["--policy", "heavy", "--epochs", "10"],
+            fit=["--epochs-coarse", str(row_epochs)]),
+        "heavy K=10, MixUp/CutMix fresh": dict(
+            group="mix", build=["--policy", "heavy", "--drop-family", "mix", "--epochs", "10"],
+            fit=["--epochs-coarse", str(row_epochs), "--mix", "fresh"]),
+        f"heavy lazy (K={row_epochs})": dict(
+            group="lazy", build=["--policy", "heavy", "--epochs", str(row_epochs)],
+            fit=["--epochs-coarse", str(row_epochs)], lazy=True),
+    }
+    for f in FAMILIES:
+        r[f"heavy K=10 without {f}"] = dict(
+            group="lofo", family=f, build=["--policy", "heavy", "--drop-family", f,
+                                           "--epochs", "10"],
+            fit=["--epochs-coarse", str(row_epochs)])
+    return r
+
+
+def run_cli(argv: list[str], log: Path) -> float:
+    """Run a console script; its output goes to ``log``; returns the wall time."""
+    t = time.perf_counter()
+    with open(log, "ab") as f:
+        f.write(("$ " + " ".join(argv) + "\n").encode())
+        f.flush()
+        done = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env={
+            **os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if done.returncode:
+        raise SystemExit(f"{argv[0]} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - t
+
+
+def score_run(run_dir: Path, build: Path, family: str | None, extra: bool) -> dict:
+    """Clean and distorted accuracy of a run on its build's test split."""
+    from trainer import tta as tta_module
+    from trainer.distort import distort
+    from trainer.evaluate import load_inputs, load_run, score
+
+    run = load_run(run_dir)
+    inputs = load_inputs(run, str(build), "test")
+    variants = [(False, False)] + ([(True, False), (False, True), (True, True)] if extra else [])
+    out: dict = {}
+    for tta, adapt in variants:
+        key = "plain" + ("+tta" if tta else "") + ("+adapt-bn" if adapt else "")
+        t = time.perf_counter()
+        proba = tta_module.predict_proba(run.model, inputs.images, 256, tta, adapt)
+        m = score(inputs.labels, proba, run.class_names)
+        res = {"clean": m["accuracy"], "macro_f1": m["macro_f1"], "dist": {}}
+        for fam in ([family] if family else FAMILIES):
+            for s in SEVERITIES:
+                p = tta_module.predict_proba(run.model, distort(inputs.images, fam, s, 0), 256,
+                                             tta, adapt)
+                res["dist"][f"{fam}/{s}"] = float((p.argmax(1) == inputs.labels).mean())
+        res["eval_s"] = time.perf_counter() - t
+        out[key] = res
+        print(f"  {key}: clean {res['clean']:.4f}, dist mean "
+              f"{np.mean(list(res['dist'].values())):.4f} ({res['eval_s']:.0f} s)", flush=True)
+    return out
+
+
+def lazy_epoch_seconds(build: Path, work: Path, epochs: int = 2) -> float:
+    """Seconds per epoch of the default model trained with the build's policy applied inside
+    tf.data (a generator augmenting each batch, mixing as the policy says): lazy augmentation."""
+    import keras
+    import tensorflow as tf
+
+    from builder.format import load_manifest
+    from builder.policy import Augmenter, batch_seed, policy_from_dict, sample_seed
+    from trainer import models
+
+    m = load_manifest(build)
+    policy = policy_from_dict(m.raw["policy"], str(build))
+    test = np.load(work / "train.npz")
+    split = json.loads((build / "split.json").read_text())
+    rows_ = np.asarray(split["train"], np.int64) if "train" in split else None
+    images, labels = test["images"], test["labels"].reshape(-1)
+    if rows_ is not None:
+        images, labels = images[rows_], labels[rows_]
+    aug, c, bs = Augmenter(policy), m.num_classes, 64
+
+    def gen():
+        for e in range(epochs):
+            order = np.random.default_rng(e).permutation(len(images))
+            for b in range(0, len(order) - bs + 1, bs):
+                idx = order[b:b + bs]
+                x = aug.augment_batch(images[idx], [sample_seed(0, e, int(i)) for i in idx])
+                x, y = aug.mix(x, labels[idx], c, batch_seed(0, e, b))
+                yield x, (np.eye(c, dtype=np.float32)[labels[idx]] if y is None else y)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec((bs, *m.image_shape), tf.uint8), tf.TensorSpec((bs, c), tf.float32)))
+    model = models.build_model("small_resnet", tuple(m.image_shape), c)
+    model.compile(keras.optimizers.AdamW(1e-3), "categorical_crossentropy")
+    steps = len(images) // bs
+    t = time.perf_counter()
+    model.fit(ds.prefetch(4), steps_per_epoch=steps, epochs=epochs, verbose=0)
+    return (time.perf_counter() - t) / epochs
+
+
+def table(results: dict[str, dict]) -> str:
+    head = ("| row | build s | fit s | s/epoch | clean | macro-F1 | dist 1-5 | strong 3-5 | "
+            "held-out family 1-5 |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for name, r in results.items():
+        for key, s in r["scores"].items():
+            d = s["dist"]
+            fam = r.get("family")
+            vals = list(d.values())
+            strong = [v for k, v in d.items() if int(k.split("/")[1]) in STRONG]
+            label = name if key == "plain" else f"{name} {key.removeprefix('plain')}"
+            lines.append(
+                f"| {label} | {r['build_s']:.0f} | {r['fit_s']:.0f} | {r['epoch_s']:.1f} | "
+                f"{s['clean']:.4f} | {s['macro_f1']:.4f} | "
+                f"{'' if fam else f'{np.mean(vals):.4f}'} | "
+                f"{'' if fam else f'{np.mean(strong):.4f}'} | "
+                f"{f'{fam}: {np.mean(vals):.4f}' if fam else ''} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(SHARED), help="folder of the shared blood-cell set")
+    ap.add_argument("--out", default=str(ROOT / "out" / "quality"))
+    ap.add_argument("--rows", default="main,policy,k,mix,lazy,lofo")
+    ap.add_argument("--epochs", type=int, default=30, help="epochs of the main row")
+    ap.add_argument("--row-epochs", type=int, default=15, help="epochs of the other rows")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / "train.npz"
+    if not npz.is_file():
+        subprocess.run([sys.executable, str(Path(args.data) / "unpack.py"), str(npz)],
+                       check=True)
+    groups = set(args.rows.split(","))
+    results: dict[str, dict] = {}
+    for name, row in rows(args.epochs, args.row_epochs).items():
+        if row["group"] not in groups:
+            continue
+        slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+        done = out / "rows" / f"{slug}.json"
+        if done.is_file():
+            results[name] = json.loads(done.read_text())
+            continue
+        print(f"== {name}", flush=True)
+        build, run, log = out / "builds" / slug, out / "runs" / slug, out / f"{slug}.log"
+        build.parent.mkdir(exist_ok=True)
+        run.parent.mkdir(exist_ok=True)
+        build_s = run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out", str(build),
+                           "--seed", "0", "--jobs", str(args.jobs), "--overwrite", *row["build"]],
+                          log)
+        fit_s = run_cli([str(BIN / "frozenaug-train"), "fit", str(build), "--out", str(run),
+                         "--overwrite", *row["fit"]], log)
+        epochs = len(json.loads((run / "state.json").read_text())["history"])
+        r = {"group": row["group"], "build_s": build_s, "fit_s": fit_s,
+             "epochs": epochs, "epoch_s": fit_s / max(epochs, 1), "family": row.get("family"),
+             "scores": score_run(run, build, row.get("family"), row.get("extra", False))}
+        if row.get("lazy"):
+            r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
+        done.parent.mkdir(exist_ok=True)
+        done.write_text(json.dumps(r, indent=1))
+        results[name] = r
+    text = table(results)
+    lazy = [f"{n}: lazy {r['lazy_epoch_s']:.1f} s/epoch against frozen {r['epoch_s']:.1f}"
+            for n, r in results.items() if "lazy_epoch_s" in r]
+    text += "\n" + "\n".join(lazy)
+    print(text)
+    (out / "quality.md").write_text(text + "\n")
+    (out / "quality.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
