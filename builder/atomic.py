@@ -23,6 +23,17 @@ def _fs_error(path: Path, e: OSError) -> InputError:
     return InputError(f"{path}: cannot write it: {what} ({e.strerror}); nothing was written")
 
 
+def _check_target(path: Path) -> None:
+    """A folder where a file is to go would make the final rename fail after all the work."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; name a file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent}: exists and is not a folder (writing {path})")
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto it.
@@ -30,6 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
+    _check_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
@@ -64,23 +76,33 @@ def write_together(files: dict[Path, bytes]) -> None:
     Raises:
         InputError: the disk is full or read-only (the line names the file).
     """
+    for p in files:
+        _check_target(Path(p))
     made = {d for p in files for d in Path(p).absolute().parents if not d.exists()}
-    with contextlib.ExitStack() as stack:
-        try:
-            for path, data in files.items():
-                tmp = stack.enter_context(atomic_path(path))
-                try:
-                    tmp.write_bytes(data)
-                except OSError as e:
-                    if e.errno in _FS_FULL_OR_READONLY:
-                        raise _fs_error(Path(path), e) from None
-                    raise
-        except BaseException:
-            stack.close()  # each atomic_path removes its temporary
-            for d in sorted(made, key=lambda q: len(q.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    d.rmdir()  # only if empty
-            raise
+    tmps: list[tuple[Path, Path]] = []
+    path = Path()
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+            tmps.append((Path(name), path))
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in tmps:
+            os.replace(tmp, path)
+    except BaseException as e:
+        for tmp, _ in tmps:
+            tmp.unlink(missing_ok=True)
+        for d in sorted(made, key=lambda q: len(q.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty
+        if isinstance(e, OSError) and e.errno in _FS_FULL_OR_READONLY:
+            raise _fs_error(path, e) from None
+        raise
 
 
 def _umask() -> int:

@@ -268,7 +268,7 @@ def preflight(ds: Any, policy: Policy, cfg: BuildConfig) -> None:
         raise InputError(f"{cfg.input}: {len(ds.class_names)} class "
                          f"({', '.join(map(repr, ds.class_names))}); a classifier needs at "
                          "least 2")
-    where = policy.source or f"--policy {cfg.policy}"
+    where = policy.source if policy.source not in ("", "preset") else f"--policy {cfg.policy}"
     images, labels = ds.images[:16], np.asarray(ds.labels[:16], np.int64)
     try:  # a few samples and one batch through the policy, as a worker will run them
         aug = Augmenter(policy)

@@ -1,5 +1,7 @@
 """The one error type that the command-line tools turn into a one-line message and exit 2."""
 
+import argparse
+
 
 class InputError(Exception):
     """Bad input or configuration: the message names the file (or flag) and what is wrong.
@@ -12,6 +14,16 @@ class InputError(Exception):
 
 
 EXIT_INPUT_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (``prog: error: ...``), not the usage block
+    plus a line: the same promise as every other bad input. ``--help`` still shows usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        prog = self.prog.split()[0]
+        self.exit(EXIT_INPUT_ERROR, f"{prog}: error: {' '.join(message.split())} "
+                                    f"(see {self.prog} --help)\n")
 
 
 def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:

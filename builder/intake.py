@@ -31,6 +31,10 @@ import numpy as np
 
 from builder.errors import InputError
 
+# A file that does not decode is reported by the intake (skipped, or fatal with --strict), in
+# one line naming it; OpenCV's own "[ WARN ] ... buffer is incomplete" lines would add noise.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 DEFAULT_SIZE = (96, 96)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MEDMNIST_SPLITS = ("train", "val", "test")

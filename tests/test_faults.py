@@ -584,3 +584,50 @@ def test_backbone_refuses_images_it_cannot_take():
 
     with pytest.raises(InputError, match="--model convnext_tiny: images of 16x16 are too small"):
         build_model("convnext_tiny", (16, 16, 3), 3, weights="none")
+
+
+# --- the rules behind the subprocess suite (tests/test_cli_faults.py), checked directly -----
+
+
+def test_overwrite_removes_only_own_files_never_an_input(tmp_path):
+    from builder.owned import FIT_OWN, fit_inputs, removable
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "b").mkdir(parents=True)
+    (run / "checkpoints" / "b" / "manifest.json").write_text("{}")
+    with pytest.raises(InputError, match="holds the input"):  # a build inside the run folder
+        removable(run, ["checkpoints"], FIT_OWN, [run / "checkpoints" / "b"])
+    (run / "model.keras").write_bytes(b"x")
+    with pytest.raises(InputError, match="is the input"):  # --weights RUN/model.keras
+        removable(run, ["model.keras"], FIT_OWN,
+                  fit_inputs(str(tmp_path / "build"), str(run / "model.keras")))
+    (run / "checkpoints" / "b").rename(tmp_path / "moved")
+    (run / "checkpoints" / "epoch-000.keras").write_bytes(b"x")
+    assert removable(run, ["checkpoints", "model.keras", "tb"], FIT_OWN, []) == [
+        run / "checkpoints", run / "model.keras"]
+    (run / "checkpoints" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not written by this tool"):
+        removable(run, ["checkpoints"], FIT_OWN, [])
+    assert (run / "checkpoints" / "notes.txt").is_file()  # a refusal removes nothing
+
+
+@pytest.mark.parametrize("images, words", [
+    (np.zeros((4, 0, 0, 3), np.uint8), "shape"),
+    (np.zeros((4, 16, 16, 2), np.uint8), "shape"),
+    (np.full((4, 16, 16, 3), 300.0, np.float32), "float values in [300, 300]"),
+    (np.zeros((4, 16, 16, 3), np.int32), "dtype int32"),
+])
+def test_unlabelled_images_follow_the_intake_rules(tmp_path, images, words):
+    from builder.intake import load_unlabelled
+
+    np.savez(tmp_path / "u.npz", images=images)
+    with pytest.raises(InputError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        load_unlabelled(tmp_path / "u.npz", (16, 16))
+
+
+def test_unlabelled_float_images_scaled_as_the_build_scales_them(tmp_path):
+    from builder.intake import load_unlabelled
+
+    np.savez(tmp_path / "u.npz", images=np.full((2, 8, 8, 1), 0.5, np.float32))
+    images, ids = load_unlabelled(tmp_path / "u.npz", (16, 16))
+    assert images.shape == (2, 16, 16, 3) and ids == ["0", "1"] and (images == 128).all()

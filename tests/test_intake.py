@@ -294,3 +294,51 @@ def test_npy_is_not_npz(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(InputError, match="expected an npz archive"):
         load_dataset(tmp_path / "x.npy")
+
+
+def test_sizes_claimed_by_npz_headers_are_checked_before_allocating(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("images.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 12, 12, 3)})
+            f.write(bytes(64))
+        with z.open("labels.npy", "w") as f:
+            np.save(f, np.zeros(4, np.int64))
+    with pytest.raises(InputError, match=r"images: header claims shape \(1000000000000,"):
+        load_dataset(path, size=(12, 12))
+
+
+def test_a_huge_label_is_refused_before_naming_classes(tmp_path: Path) -> None:
+    np.savez(tmp_path / "l.npz", images=make_images(4), labels=[0, 1, 0, 2**62])
+    with pytest.raises(InputError, match=r"labels\[3\]: label 4611686018427387904: 4 images"):
+        load_dataset(tmp_path / "l.npz", size=(12, 12))
+
+
+def test_memory_is_checked_before_the_images_are_allocated(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", images=make_images(4), labels=[0, 1, 0, 1])
+    with pytest.raises(InputError, match="memory"):  # 4 x 8192 x 8192 x 3 bytes ...
+        from unittest import mock
+
+        with mock.patch("builder.intake.available_memory", return_value=2**20):  # ... > 1 MiB
+            load_dataset(tmp_path / "d.npz", size=(8192, 8192))
+
+
+@pytest.mark.parametrize("names, words", [(["x", "x"], "duplicate"), (["x", ""], "empty")])
+def test_npz_class_names_must_be_distinct_and_non_empty(tmp_path: Path, names, words) -> None:
+    np.savez(tmp_path / "n.npz", images=make_images(4), labels=[0, 1, 0, 1],
+             class_names=np.array(names))
+    with pytest.raises(InputError, match=words):
+        load_dataset(tmp_path / "n.npz", size=(12, 12))
+
+
+def test_max_classes_allows_absent_classes_and_bounds_labels(tmp_path: Path) -> None:
+    np.savez(tmp_path / "e.npz", images=make_images(4), labels=[0, 2, 0, 2])  # no class 1
+    with pytest.raises(InputError, match="class 1"):
+        load_dataset(tmp_path / "e.npz", size=(12, 12))
+    ds = load_dataset(tmp_path / "e.npz", size=(12, 12), max_classes=4)
+    assert ds.class_names == ["0", "1", "2"]
+    with pytest.raises(InputError, match=r"out of range 0\.\.1"):
+        load_dataset(tmp_path / "e.npz", size=(12, 12), max_classes=2)

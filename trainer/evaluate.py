@@ -41,6 +41,29 @@ class Run:
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Open a run directory; a missing or damaged file is an InputError that names it."""
     run = Path(run_dir)
+    model_path, info_path = run / MODEL_NAME, run / RUN_INFO_NAME
+    config, names, shape = read_run_files(run)
+    import keras
+
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as e:  # a damaged zip/h5 raises many types
+        raise InputError(f"{model_path}: unreadable model ({type(e).__name__}: {e})") from None
+    try:  # the model must be the one run.json describes, or every output is mislabelled
+        outputs, inputs = int(model.output_shape[-1]), tuple(model.input_shape[1:])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        outputs, inputs = -1, ()
+    if outputs != len(names) or inputs != shape:
+        raise InputError(f"{model_path}: the model maps {inputs} images to {outputs} classes, "
+                         f"{info_path} says {shape} and {len(names)} classes; the run folder "
+                         "is inconsistent")
+    return Run(run, model, config, names, shape)  # type: ignore[arg-type]
+
+
+def read_run_files(run_dir: str | os.PathLike) -> tuple[FitConfig, list[str], tuple[int, ...]]:
+    """(config, class names, image shape) of a run folder, without TensorFlow: the CLI checks
+    them before importing it."""
+    run = Path(run_dir)
     if not run.is_dir():
         raise InputError(f"{run}: no such run directory")
     model_path = run / MODEL_NAME
@@ -55,22 +78,10 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         shape = tuple(int(v) for v in info["image_shape"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{info_path}: unreadable run info ({type(e).__name__}: {e})") from None
-    import keras
-
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as e:  # a damaged zip/h5 raises many types
-        raise InputError(f"{model_path}: unreadable model ({type(e).__name__}: {e})") from None
     check_class_names(names, f"{info_path}: class_names")
-    try:  # the model must be the one run.json describes, or every output is mislabelled
-        outputs, inputs = int(model.output_shape[-1]), tuple(model.input_shape[1:])
-    except (AttributeError, TypeError, ValueError, IndexError):
-        outputs, inputs = -1, ()
-    if outputs != len(names) or inputs != shape:
-        raise InputError(f"{model_path}: the model maps {inputs} images to {outputs} classes, "
-                         f"{info_path} says {shape} and {len(names)} classes; the run folder "
-                         "is inconsistent")
-    return Run(run, model, config, names, shape)  # type: ignore[arg-type]
+    if len(shape) != 3 or shape[-1] != 3 or min(shape) < 1:
+        raise InputError(f"{info_path}: image_shape {list(shape)} is not [H, W, 3]")
+    return config, names, shape
 
 
 @dataclass
