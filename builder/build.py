@@ -261,6 +261,8 @@ def preflight(ds: Any, policy: Policy, cfg: BuildConfig) -> None:
         InputError: naming the output, the input or the policy file.
     """
     out, inp = Path(cfg.out).absolute().resolve(), Path(cfg.input).absolute().resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{cfg.out}: exists and is not a folder")
     if out == inp or inp in out.parents:
         raise InputError(f"{cfg.out}: is the input {cfg.input} or inside it; choose an --out "
                          "outside the input")

@@ -322,7 +322,7 @@ def test_memory_is_checked_before_the_images_are_allocated(tmp_path: Path) -> No
     with pytest.raises(InputError, match="memory"):  # 4 x 8192 x 8192 x 3 bytes ...
         from unittest import mock
 
-        with mock.patch("builder.intake.available_memory", return_value=2**20):  # ... > 1 MiB
+        with mock.patch("builder.arrays.available_memory", return_value=2**20):  # ... > 1 MiB
             load_dataset(tmp_path / "d.npz", size=(8192, 8192))
 
 
