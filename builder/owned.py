@@ -1,8 +1,8 @@
 """What a command may remove or replace: only its own files, never an input.
 
-Every command that deletes or overwrites (``build --overwrite``, ``fit --overwrite``, the
-outputs of ``predict``, ``preview``, ``evaluate``, ``scan`` and ``clean``) asks this module
-first. The rules, in one place:
+Every command that deletes or replaces something asks this module first: ``build
+--overwrite`` and ``fit --overwrite`` (``removable``), and ``predict``, ``preview`` and
+``evaluate`` before writing their output (``check_not_input``). The rules, in one place:
 
 * never remove or replace an input (the data set, a build directory being read, a config,
   policy or weights file), a folder that contains one, or anything inside one;
