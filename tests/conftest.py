@@ -16,7 +16,7 @@ SAMPLE_DIR = ROOT / "data" / "sample"
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    """data/sample: 434 real images in 8 class folders (see data/README.md)."""
+    """data/sample: 1,234 real images in 8 class folders (see data/README.md)."""
     return SAMPLE_DIR
 
 

@@ -20,7 +20,7 @@ def test_clean_dataset_on_sample(sample_ds, tmp_path: Path) -> None:
     res = clean_dataset(sample_ds, tmp_path, seed=1)
     removed = {i for i, _ in res.scan.removed}
     rows = np.concatenate(list(res.splits.values()))
-    assert len(rows) == 401 and len(set(rows.tolist())) == 401 and not removed & set(rows)
+    assert len(rows) == 1201 and len(set(rows.tolist())) == 1201 and not removed & set(rows)
     scan = json.loads((tmp_path / "scan.json").read_text())
     assert scan["removed_count"] == 33 and len(scan["removed"]) == 33
     assert scan["removed_by_reason"] == {"outlier_cluster": 30, "label_conflict": 2,
@@ -85,7 +85,7 @@ def test_cli_clean_and_scan(sample_dir: Path, tmp_path: Path, run_cli) -> None:
                            "--split", "0.8,0,0.2")
     assert code == 0 and "outlier_cluster 30" in out and "val 0" in out
     cleaned = load_dataset(tmp_path / "c" / "cleaned.npz")
-    assert len(cleaned) == 401 and cleaned.class_names[0] == "basophil"
+    assert len(cleaned) == 1201 and cleaned.class_names[0] == "basophil"
     z = np.load(tmp_path / "c" / "cleaned.npz")
     assert set(z["split"].tolist()) == {"train", "test"}
     assert z["source_index"].tolist() == sorted(z["source_index"].tolist())

@@ -23,7 +23,7 @@ from builder.scan import (
 
 @pytest.fixture(scope="module")
 def real_cells(sample_ds) -> np.ndarray:
-    """The sample's 400 real cells that are in no scan cluster (distinct pictures)."""
+    """The sample's 1,200 real cells that are in no scan cluster (distinct pictures)."""
     r = scan_dataset(sample_ds)
     alone = np.bincount(r.groups)[r.groups] == 1
     return sample_ds.images[alone]
@@ -125,7 +125,7 @@ def test_sample_scan_finds_exactly_the_planted_rows(sample_ds) -> None:
     s = r.summary()
     assert s["removed_by_reason"] == {"outlier_cluster": 30, "label_conflict": 2,
                                       "duplicate": 1}
-    assert s["kept"] == 401 and s["clusters_by_reason"]["outlier_cluster"] == 2
+    assert s["kept"] == 1201 and s["clusters_by_reason"]["outlier_cluster"] == 2
     conflict = next(c for c in r.clusters if c["reason"] == "label_conflict")
     ids = sorted(sample_ds.ids[i] for i in conflict["members"])
     assert ids == ["eosinophil/12874.jpg", "neutrophil/03069.jpg"]
