@@ -65,11 +65,19 @@ def main() -> int:
 
         model, name = build_model(args.model, images.shape[1:], 8, weights="none"), args.model
     predict_proba_timed(model, images[:256], args.batch_size)  # trace once
-    _, plain = predict_proba_timed(model, images, args.batch_size)
-    _, tta = predict_proba_timed(model, images, args.batch_size, tta=True)
-    _, adapt = predict_proba_timed(model, images, args.batch_size, adapt_bn=True)
+    cpu = {}
+    for kind, flags in (("plain", {}), ("tta", {"tta": True}), ("adapt", {"adapt_bn": True})):
+        c0 = time.process_time()
+        _, cost = predict_proba_timed(model, images, args.batch_size, **flags)
+        cpu[kind] = (time.process_time() - c0, cost)
+    plain, tta, adapt = (cpu[k][1] for k in ("plain", "tta", "adapt"))
     print(f"model {name}: plain {plain.total_s:.1f} s; {tta.describe()}; {adapt.describe()} "
           f"(+{adapt.adapt_s / max(plain.total_s, 1e-9):.1f}x a plain pass)")
+    # CPU seconds (all threads): the cost ratio without the other users of a shared machine
+    base = max(cpu["plain"][0], 1e-9)
+    print(f"CPU seconds: plain {cpu['plain'][0]:.1f}, tta {cpu['tta'][0]:.1f} "
+          f"({cpu['tta'][0] / base:.1f}x), adapt-bn {cpu['adapt'][0]:.1f} "
+          f"({cpu['adapt'][0] / base:.1f}x, prediction included)")
     return 0
 
 
