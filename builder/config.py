@@ -50,6 +50,8 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         """The options that determine the output, JSON-ready (lists, not tuples)."""
         d = {k: v for k, v in asdict(self).items() if k not in RUNTIME_ONLY}
+        if d["drop_family"] is None:  # recorded when used: a build from before it keeps its key
+            del d["drop_family"]
         return json.loads(json.dumps(d))
 
 

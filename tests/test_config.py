@@ -99,6 +99,7 @@ def test_to_dict_excludes_runtime_options():
     assert a.to_dict() == b.to_dict()
     d = a.to_dict()
     assert not set(RUNTIME_ONLY) & set(d)
-    assert set(d) | set(RUNTIME_ONLY) == {f for f in BuildConfig.__dataclass_fields__}
+    assert set(d) | set(RUNTIME_ONLY) | {"drop_family"} == {
+        f for f in BuildConfig.__dataclass_fields__}  # drop_family: only when set
     assert json.loads(json.dumps(d)) == d  # JSON-ready as it will be stored
     assert load_build_config(_args("--seed", "1")).to_dict() != d
