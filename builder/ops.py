@@ -21,7 +21,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from builder.stain import OD_LUT, stain_matrices
+from builder.stain import MAX_OD, OD_LUT, stain_matrices
 
 Op = Callable[[np.ndarray, float, "int | None"], np.ndarray]
 
@@ -314,9 +314,6 @@ class AugMix(A.ImageOnlyTransform):
 
 # --- H&E stain --------------------------------------------------------------------------
 
-_MAX_OD = float(np.log(256.0))
-
-
 class StainJitter(A.ImageOnlyTransform):
     """H&E stain variation (Tellez et al. 2018's HED jitter): RGB to the haematoxylin, eosin
     and DAB stain concentrations by colour deconvolution (Ruifrok matrix), each concentration
@@ -350,4 +347,4 @@ class StainJitter(A.ImageOnlyTransform):
         a, b = stain_matrices(np.array([alpha]), np.array([beta]))
         od = cv2.transform(cv2.LUT(img, OD_LUT), np.hstack([a[0].T, b[0].T]))
         # (numpy's minimum: cv2.min with a float scalar would clip the first channel only)
-        return cv2.convertScaleAbs(cv2.exp(-np.minimum(od, _MAX_OD)), alpha=256.0, beta=-1.0)
+        return cv2.convertScaleAbs(cv2.exp(-np.minimum(od, MAX_OD)), alpha=256.0, beta=-1.0)

@@ -15,6 +15,7 @@ import numpy as np
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 OD_LUT = -np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)  # grey level -> OD
+MAX_OD = float(np.log(256.0))  # the OD of grey level 0: capping at it keeps 256*exp(-od)-1 >= 0
 
 
 def stain_matrices(scale: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from builder.stain import apply_stain, stain_matrices
+from builder.stain import MAX_OD, OD_LUT, stain_matrices
 
 MAX_SEVERITY = 5
 CHUNK = 256  # images per family call: bounds the float32 working memory (~30 MB at 96 px)
@@ -207,19 +207,26 @@ def _colour(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     perms = np.where((perms == np.arange(3)).all(1)[:, None], [1, 2, 0], perms)  # a real swap
     gray = rng.random(n) < 0.06 * s
     a, b = stain_matrices(1 + 0.08 * s * u[:, 0:3], 0.04 * s * u[:, 3:6])
-    # stain first (it happens on the slide), then what the camera and pipeline do
-    f = apply_stain(x, a, b).reshape(n, h * w, 3).astype(np.float32)
-    f = f @ _colour_matrices(s, u[:, 6:8], shuffle, perms, gray)
-    img = np.clip(np.rint(f), 0, 255).astype(np.uint8).reshape(x.shape)
-    # contrast about the image mean, brightness and gamma: one 256-entry table per image
-    mean = img.reshape(n, -1).mean(axis=1)
+    m = np.swapaxes(_colour_matrices(s, u[:, 6:8], shuffle, perms, gray), 1, 2)  # m @ rgb
+    # Per image in cv2 calls (4x faster than whole-batch numpy): stain first (it happens on
+    # the slide) as an affine map of optical density, then the linear colour matrix applied
+    # to I = 256 * exp(-od) - 1 in one affine transform, then the tone curve as a table.
+    od_maps = np.concatenate([np.swapaxes(a, 1, 2), np.swapaxes(b, 1, 2)], axis=2)
+    rgb_maps = np.concatenate([256.0 * m, -m.sum(axis=2, keepdims=True)], axis=2)
     contrast = np.maximum(0.1, 1 + 0.12 * s * u[:, 8])
     gamma = 1.12 ** (s * u[:, 10])
+    levels = np.arange(256.0)
+    out = np.empty_like(x)
     for i in range(n):
-        t = (np.arange(256) - mean[i]) * contrast[i] + mean[i] + 0.06 * s * 255 * u[i, 9]
+        od = cv2.transform(cv2.LUT(x[i], OD_LUT), od_maps[i])
+        # od clipped to [0, ln 256]: the stained slide's I in 0..255, as the camera records it
+        rgb = cv2.transform(cv2.exp(-np.clip(od, 0.0, MAX_OD)), rgb_maps[i].astype(np.float32))
+        img = cv2.convertScaleAbs(cv2.max(rgb, 0.0))  # rounds, saturates at 255
+        mean = sum(cv2.mean(img)[:3]) / 3  # contrast about the image mean
+        t = (levels - mean) * contrast[i] + mean + 0.06 * s * 255 * u[i, 9]
         t = 255.0 * (np.clip(t, 0, 255) / 255.0) ** gamma[i]
-        img[i] = cv2.LUT(img[i], np.clip(np.rint(t), 0, 255).astype(np.uint8))
-    return img
+        out[i] = cv2.LUT(img, np.clip(np.rint(t), 0, 255).astype(np.uint8))
+    return out
 
 
 # --- noise --------------------------------------------------------------------------------
