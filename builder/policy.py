@@ -130,7 +130,8 @@ def preset(name: str) -> Policy:
             A.OneOf([
                 A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.1, 0.25),
                                 hole_width_range=(0.1, 0.25), fill=0, p=1.0),
-                A.GridDropout(ratio=0.3, unit_size_range=(12, 32), p=1.0),
+                # a 4x4 grid, not a unit size in pixels: the same at 28 px as at 96
+                A.GridDropout(ratio=0.3, holes_number_xy=(4, 4), p=1.0),
             ], p=0.3),
             A.OneOf([
                 A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.5, 2.5), p=1.0),

@@ -265,3 +265,13 @@ def test_build_cli_drop_family(tmp_path):
     raw = fmt.load_manifest(out).raw
     assert raw["policy"]["name"] == "light-no-geometric"
     assert P.policy_families(P.policy_from_dict(raw["policy"], "manifest")) == {"colour"}
+
+
+@pytest.mark.parametrize("size", [16, 28, 96])
+def test_presets_apply_at_every_supported_size(size):
+    rng = np.random.default_rng(size)
+    x = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    for name in P.PRESETS:
+        aug = P.Augmenter(P.preset(name))
+        for seed in range(60):  # enough draws to reach every OneOf branch
+            assert aug.augment(x, seed).shape == x.shape
