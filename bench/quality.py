@@ -1,6 +1,7 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
-    python bench/quality.py [--rows main,policy,k,mix,lazy,lofo] [--epochs 30] [--out out/quality]
+    python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
+                            [--row-epochs 10] [--row-k 5] [--out out/quality]
 
 Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
 subprocesses) on the shared blood-cell set (``../shared/data/bloodcells``, unpacked once), and
@@ -18,15 +19,16 @@ Rows (each a build + fit; rows already done in ``--out`` are skipped, so an inte
 resumes):
 
 * ``main``: heavy policy, K=10, the default model and recipe, ``--epochs`` epochs; also scored
-  with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both;
-* ``policy``: none (K=1), light (K=10) beside main's heavy;
-* ``k``: heavy with K=1 and K=3 beside main's K=10;
+  with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both (at severities 3..5 only);
+* ``base``: heavy, K=``--row-k``, ``--row-epochs`` epochs: what the rows below compare with;
+* ``lofo``: one row per family, otherwise as ``base``;
+* ``policy``: none (K=1) and light beside base's heavy;
+* ``k``: heavy with K=1 beside base's K;
 * ``mix``: heavy without its frozen MixUp/CutMix stage, mixed anew each epoch (``--mix fresh``);
 * ``lazy``: the policy applied lazily, fresh every epoch. Its accuracy is that of a build with
   K = epochs (each epoch a fresh draw: the same distribution as lazy augmentation); its time
   is the frozen build's time per epoch measured against two epochs of training with the same
-  augmentation done inside tf.data (``lazy_epoch_s``);
-* ``lofo``: one row per family.
+  augmentation done inside tf.data (``lazy_epoch_s``).
 
 Prints a markdown table and writes it with all numbers to ``--out``/quality.md and
 quality.json. Each row takes about (epochs x 20-30 s) on 2 CPU cores.
@@ -53,34 +55,34 @@ SEVERITIES = (1, 2, 3, 4, 5)
 STRONG = (3, 4, 5)
 
 
-def rows(epochs: int, row_epochs: int) -> dict[str, dict]:
-    """name -> build flags, fit flags, what to score, group."""
+def rows(epochs: int, row_epochs: int, row_k: int) -> dict[str, dict]:
+    """name -> build flags, fit flags, what to score, group; in the order they run."""
+    fit_row = ["--epochs-coarse", str(row_epochs)]
+    k = str(row_k)
     r: dict[str, dict] = {
         "heavy K=10": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
                            fit=["--epochs-coarse", str(epochs)], extra=True),
-        "none K=1": dict(group="policy", build=["--policy", "none", "--epochs", "1"],
-                         fit=["--epochs-coarse", str(row_epochs)]),
-        "light K=10": dict(group="policy", build=["--policy", "light", "--epochs", "10"],
-                           fit=["--epochs-coarse", str(row_epochs)]),
-        "heavy K=1": dict(group="k", build=["--policy", "heavy", "--epochs", "1"],
-                          fit=["--epochs-coarse", str(row_epochs)]),
-        "heavy K=3": dict(group="k", build=["--policy", "heavy", "--epochs", "3"],
-                          fit=["--epochs-coarse", str(row_epochs)]),
-        "heavy K=10 (same epochs as rows)": dict(
-            group="k", build=["--policy", "heavy", "--epochs", "10"],
-            fit=["--epochs-coarse", str(row_epochs)]),
-        "heavy K=10, MixUp/CutMix fresh": dict(
-            group="mix", build=["--policy", "heavy", "--drop-family", "mix", "--epochs", "10"],
-            fit=["--epochs-coarse", str(row_epochs), "--mix", "fresh"]),
-        f"heavy lazy (K={row_epochs})": dict(
-            group="lazy", build=["--policy", "heavy", "--epochs", str(row_epochs)],
-            fit=["--epochs-coarse", str(row_epochs)], lazy=True),
+        # the baseline of every other row: same epochs, same K
+        f"heavy K={k}": dict(group="base", build=["--policy", "heavy", "--epochs", k],
+                             fit=fit_row),
     }
     for f in FAMILIES:
-        r[f"heavy K=10 without {f}"] = dict(
+        r[f"heavy K={k} without {f}"] = dict(
             group="lofo", family=f, build=["--policy", "heavy", "--drop-family", f,
-                                           "--epochs", "10"],
-            fit=["--epochs-coarse", str(row_epochs)])
+                                           "--epochs", k], fit=fit_row)
+    r.update({
+        "none K=1": dict(group="policy", build=["--policy", "none", "--epochs", "1"],
+                         fit=fit_row),
+        f"light K={k}": dict(group="policy", build=["--policy", "light", "--epochs", k],
+                             fit=fit_row),
+        "heavy K=1": dict(group="k", build=["--policy", "heavy", "--epochs", "1"], fit=fit_row),
+        f"heavy K={k}, MixUp/CutMix fresh": dict(
+            group="mix", build=["--policy", "heavy", "--drop-family", "mix", "--epochs", k],
+            fit=[*fit_row, "--mix", "fresh"]),
+        f"heavy lazy (K={row_epochs})": dict(
+            group="lazy", build=["--policy", "heavy", "--epochs", str(row_epochs)], fit=fit_row,
+            lazy=True),
+    })
     return r
 
 
@@ -113,8 +115,9 @@ def score_run(run_dir: Path, build: Path, family: str | None, extra: bool) -> di
         proba = tta_module.predict_proba(run.model, inputs.images, 256, tta, adapt)
         m = score(inputs.labels, proba, run.class_names)
         res = {"clean": m["accuracy"], "macro_f1": m["macro_f1"], "dist": {}}
+        # TTA costs 8x: the variants are scored at the strong severities only
         for fam in ([family] if family else FAMILIES):
-            for s in SEVERITIES:
+            for s in (SEVERITIES if key == "plain" else STRONG):
                 p = tta_module.predict_proba(run.model, distort(inputs.images, fam, s, 0), 256,
                                              tta, adapt)
                 res["dist"][f"{fam}/{s}"] = float((p.argmax(1) == inputs.labels).mean())
@@ -137,12 +140,10 @@ def lazy_epoch_seconds(build: Path, work: Path, epochs: int = 2) -> float:
 
     m = load_manifest(build)
     policy = policy_from_dict(m.raw["policy"], str(build))
-    test = np.load(work / "train.npz")
+    data = np.load(work / "train.npz")
     split = json.loads((build / "split.json").read_text())
-    rows_ = np.asarray(split["train"], np.int64) if "train" in split else None
-    images, labels = test["images"], test["labels"].reshape(-1)
-    if rows_ is not None:
-        images, labels = images[rows_], labels[rows_]
+    rows_ = np.asarray(split["splits"]["train"]["indices"], np.int64)  # rows of the input
+    images, labels = data["images"][rows_], data["labels"].reshape(-1)[rows_]
     aug, c, bs = Augmenter(policy), m.num_classes, 64
 
     def gen():
@@ -164,6 +165,11 @@ def lazy_epoch_seconds(build: Path, work: Path, epochs: int = 2) -> float:
     return (time.perf_counter() - t) / epochs
 
 
+def save(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
 def table(results: dict[str, dict]) -> str:
     head = ("| row | build s | fit s | s/epoch | clean | macro-F1 | dist 1-5 | strong 3-5 | "
             "held-out family 1-5 |\n|---|---|---|---|---|---|---|---|---|")
@@ -175,10 +181,11 @@ def table(results: dict[str, dict]) -> str:
             vals = list(d.values())
             strong = [v for k, v in d.items() if int(k.split("/")[1]) in STRONG]
             label = name if key == "plain" else f"{name} {key.removeprefix('plain')}"
+            every = len(d) == len(SEVERITIES) * (1 if fam else len(FAMILIES))
             lines.append(
                 f"| {label} | {r['build_s']:.0f} | {r['fit_s']:.0f} | {r['epoch_s']:.1f} | "
                 f"{s['clean']:.4f} | {s['macro_f1']:.4f} | "
-                f"{'' if fam else f'{np.mean(vals):.4f}'} | "
+                f"{f'{np.mean(vals):.4f}' if every and not fam else ''} | "
                 f"{'' if fam else f'{np.mean(strong):.4f}'} | "
                 f"{f'{fam}: {np.mean(vals):.4f}' if fam else ''} |")
     return "\n".join(lines)
@@ -188,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED), help="folder of the shared blood-cell set")
     ap.add_argument("--out", default=str(ROOT / "out" / "quality"))
-    ap.add_argument("--rows", default="main,policy,k,mix,lazy,lofo")
-    ap.add_argument("--epochs", type=int, default=30, help="epochs of the main row")
-    ap.add_argument("--row-epochs", type=int, default=15, help="epochs of the other rows")
+    ap.add_argument("--rows", default="main,base,lofo,policy,k,mix,lazy")
+    ap.add_argument("--epochs", type=int, default=40, help="epochs of the main row")
+    ap.add_argument("--row-epochs", type=int, default=10, help="epochs of the other rows")
+    ap.add_argument("--row-k", type=int, default=5, help="frozen epochs K of the other rows")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                        check=True)
     groups = set(args.rows.split(","))
     results: dict[str, dict] = {}
-    for name, row in rows(args.epochs, args.row_epochs).items():
+    for name, row in rows(args.epochs, args.row_epochs, args.row_k).items():
         if row["group"] not in groups:
             continue
         slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
@@ -213,19 +221,25 @@ def main(argv: list[str] | None = None) -> int:
         build, run, log = out / "builds" / slug, out / "runs" / slug, out / f"{slug}.log"
         build.parent.mkdir(exist_ok=True)
         run.parent.mkdir(exist_ok=True)
-        build_s = run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out", str(build),
-                           "--seed", "0", "--jobs", str(args.jobs), "--overwrite", *row["build"]],
-                          log)
-        fit_s = run_cli([str(BIN / "frozenaug-train"), "fit", str(build), "--out", str(run),
-                         "--overwrite", *row["fit"]], log)
+        times = out / "rows" / f"{slug}.times.json"  # a finished build and fit are kept
+        t = json.loads(times.read_text()) if times.is_file() else {}
+        if "build_s" not in t:
+            t["build_s"] = run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out",
+                                    str(build), "--seed", "0", "--jobs", str(args.jobs),
+                                    "--overwrite", *row["build"]], log)
+            save(times, t)
+        if "fit_s" not in t:
+            t["fit_s"] = run_cli([str(BIN / "frozenaug-train"), "fit", str(build), "--out",
+                                  str(run), "--overwrite", *row["fit"]], log)
+            save(times, t)
+        build_s, fit_s = t["build_s"], t["fit_s"]
         epochs = len(json.loads((run / "state.json").read_text())["history"])
         r = {"group": row["group"], "build_s": build_s, "fit_s": fit_s,
              "epochs": epochs, "epoch_s": fit_s / max(epochs, 1), "family": row.get("family"),
              "scores": score_run(run, build, row.get("family"), row.get("extra", False))}
         if row.get("lazy"):
             r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
-        done.parent.mkdir(exist_ok=True)
-        done.write_text(json.dumps(r, indent=1))
+        save(done, r)
         results[name] = r
     text = table(results)
     lazy = [f"{n}: lazy {r['lazy_epoch_s']:.1f} s/epoch against frozen {r['epoch_s']:.1f}"

@@ -4,7 +4,8 @@
     python data/make_sample.py [--shared /work/shared/data/bloodcells] [--out data/sample]
 
 Draws, deterministically (seed 0):
-* PER_CLASS (``--per-class``) real images per class, none of them in any scan cluster of the full set;
+* PER_CLASS (``--per-class``) real images per class, none of them in any scan cluster of
+  the full set;
 * the first duplicate pair and the label-conflict pair the scan finds in the full set;
 * COPIES copies of each of the two injected foreign pictures, taken among the full set's
   altered copies within 2 bits of the cluster's representative, so that the default

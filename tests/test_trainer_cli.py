@@ -46,7 +46,7 @@ def test_fit_evaluate_predict_and_rerun(build, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--model", "vgg16"], "allowed: simple_cnn"),
+    (["--model", "vgg16"], "allowed: small_resnet, small_resnet_wide, simple_cnn"),
     (["--batch-size", "0"], "batch_size"),
     (["--epochs-coarse", "-1"], "epochs_coarse"),
     (["--fine-lr", "0"], "fine_lr"),

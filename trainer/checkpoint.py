@@ -8,15 +8,8 @@ epoch with the same EarlyStopping and ReduceLROnPlateau counters and the history
 of an uninterrupted run. (Keras' ModelCheckpoint and CSVLogger write in place and separately,
 which a kill can leave inconsistent, so this callback does both jobs.)
 
-The state is a JSON object (see ``new_state``):
-
-* ``phase``       ``coarse``, ``fine`` or ``done``
-* ``epoch``       the last completed Keras epoch (-1: none), numbered across both phases
-* ``fine_start``  the first epoch of the fine phase (None until the coarse phase ends)
-* ``checkpoint``  the run-relative path of the model saved after ``epoch`` in this phase
-* ``early_stopping``, ``reduce_lr``  the callbacks' counters (None: start afresh)
-* ``stopped``     EarlyStopping ended this phase
-* ``history``     one row per epoch: epoch, phase, the logs, learning_rate
+The state is ``RunState``, written as a JSON object of its fields; ``history`` has one row per
+epoch: epoch, phase, the logs, learning_rate.
 """
 
 from __future__ import annotations
@@ -27,6 +20,7 @@ import json
 import math
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +37,30 @@ COARSE_FINAL = f"{CHECKPOINT_DIR}/coarse-final.weights.h5"
 HISTORY_NAME = "history.csv"
 CURVES_NAME = "curves.png"
 
-RunState = dict[str, Any]
+@dataclass
+class RunState:
+    """Where a run stands; ``state.json`` holds exactly these fields (``to_json``)."""
+
+    phase: str = "coarse"  # coarse | fine | done
+    epoch: int = -1  # the last completed Keras epoch, numbered across both phases
+    fine_start: int | None = None  # the fine phase's first epoch, once the coarse one ended
+    checkpoint: str | None = None  # run-relative path of the model saved after ``epoch``
+    early_stopping: dict[str, Any] | None = None  # the callbacks' counters (None: afresh)
+    reduce_lr: dict[str, Any] | None = None
+    stopped: bool = False  # EarlyStopping ended this phase
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def next_phase(self) -> None:
+        """The coarse phase is over: the fine phase starts after its last epoch."""
+        self.phase, self.fine_start = "fine", self.epoch + 1
+        self.checkpoint, self.early_stopping, self.reduce_lr, self.stopped = None, None, None, False
 
 
 def new_state() -> RunState:
-    return {"phase": "coarse", "epoch": -1, "fine_start": None, "checkpoint": None,
-            "early_stopping": None, "reduce_lr": None, "stopped": False, "history": []}
+    return RunState()
 
 
 def load_state(run: Path) -> RunState:
@@ -57,15 +69,17 @@ def load_state(run: Path) -> RunState:
     if not path.is_file():
         return new_state()
     try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or state.get("phase") not in ("coarse", "fine", "done"):
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("phase") not in ("coarse", "fine", "done"):
             raise ValueError("not a run state")
-        _check_state({**new_state(), **state})
+        known = {f.name for f in fields(RunState)}
+        state = RunState(**{k: v for k, v in data.items() if k in known})
+        _check_state(state)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise InputError(
             f"{path}: unreadable run state ({e}); start again with --overwrite"
         ) from None
-    return {**new_state(), **state}
+    return state
 
 
 def _check_state(state: RunState) -> None:
@@ -73,20 +87,20 @@ def _check_state(state: RunState) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    ckpt_path = state["checkpoint"]
+    ckpt_path = state.checkpoint
     problems = [
-        ("epoch", is_int(state["epoch"]) and state["epoch"] >= -1),
-        ("fine_start", state["fine_start"] is None
-         or (is_int(state["fine_start"]) and state["fine_start"] >= 0)),
+        ("epoch", is_int(state.epoch) and state.epoch >= -1),
+        ("fine_start", state.fine_start is None
+         or (is_int(state.fine_start) and state.fine_start >= 0)),
         ("checkpoint", ckpt_path is None or (
             isinstance(ckpt_path, str) and ckpt_path.startswith(CHECKPOINT_DIR + "/")
             and ".." not in ckpt_path.split("/"))),
-        ("early_stopping", state["early_stopping"] is None
-         or isinstance(state["early_stopping"], dict)),
-        ("reduce_lr", state["reduce_lr"] is None or isinstance(state["reduce_lr"], dict)),
-        ("stopped", isinstance(state["stopped"], bool)),
-        ("history", isinstance(state["history"], list)
-         and all(isinstance(r, dict) for r in state["history"])),
+        ("early_stopping", state.early_stopping is None
+         or isinstance(state.early_stopping, dict)),
+        ("reduce_lr", state.reduce_lr is None or isinstance(state.reduce_lr, dict)),
+        ("stopped", isinstance(state.stopped, bool)),
+        ("history", isinstance(state.history, list)
+         and all(isinstance(r, dict) for r in state.history)),
     ]
     bad = [k for k, ok in problems if not ok]
     if bad:
@@ -94,7 +108,7 @@ def _check_state(state: RunState) -> None:
 
 
 def save_state(run: Path, state: RunState) -> None:
-    write_json(run / STATE_NAME, state)
+    write_json(run / STATE_NAME, state.to_json())
 
 
 def save_atomic(path: Path, saver: Callable[[str], Any]) -> None:
@@ -191,12 +205,13 @@ class RunCheckpoint(keras.callbacks.Callback):
         row = {"epoch": epoch, "phase": self.phase,
                **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
                "learning_rate": lr}
-        self.state.update(epoch=epoch, checkpoint=name, early_stopping=self.es.snapshot(),
-                          reduce_lr=self.rlr.snapshot() if self.rlr else None,
-                          stopped=bool(self.model.stop_training))
-        self.state["history"].append(row)
-        save_state(self.run, self.state)
-        write_history_csv(self.run / HISTORY_NAME, self.state["history"])
+        st = self.state
+        st.epoch, st.checkpoint, st.early_stopping = epoch, name, self.es.snapshot()
+        st.reduce_lr = self.rlr.snapshot() if self.rlr else None
+        st.stopped = bool(self.model.stop_training)
+        st.history.append(row)
+        save_state(self.run, st)
+        write_history_csv(self.run / HISTORY_NAME, st.history)
         remove_epoch_checkpoints(self.run, keep=name)
 
 

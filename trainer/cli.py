@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine schedule: epochs of linear warm-up (default 1)")
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="label smoothing of the loss (default 0.1)")
+    p.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute BatchNorm statistics with the final weights over ~4,000 "
+                        "training images (default on)")
     p.add_argument("--mix", choices=MIX_MODES, default=None,
                    help="build: MixUp/CutMix as frozen in the shards (default); fresh: drawn "
                         "anew every epoch while reading (build without a mix stage)")
@@ -180,6 +183,7 @@ def precheck(args: argparse.Namespace) -> None:
 
 FIT_FLAGS = ("model", "weights", "epochs_coarse", "epochs_fine", "batch_size", "lr", "fine_lr",
              "optimizer", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "mix",
+             "precise_bn",
              "unfreeze", "patience", "seed", "strategy", "mixed_precision", "xla", "verify")
 
 

@@ -55,6 +55,7 @@ class FitConfig:
     warmup_epochs: float = 1.0  # cosine: linear warm-up from 0, then decay to lr / 100
     label_smoothing: float = 0.1
     mix: str = "build"
+    precise_bn: bool = True  # recompute BatchNorm statistics with the final weights
     unfreeze: int = 30  # top backbone layers trained in the fine phase
     patience: int = 8  # EarlyStopping; ReduceLROnPlateau waits max(1, patience // 2)
     lr_factor: float = 0.5  # ReduceLROnPlateau

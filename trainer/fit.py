@@ -299,18 +299,18 @@ def fit(
     run = Path(out)
     check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
     state = ckpt.new_state() if overwrite else ckpt.load_state(run)
-    if state["phase"] == "done":
+    if state.phase == "done":
         print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
-        return {"epochs": len(state["history"]), "history": state["history"], "resumed": True}
+        return {"epochs": len(state.history), "history": state.history, "resumed": True}
     plan = make_plan(cfg, run, verbose=verbose, eager=eager)
     keras.mixed_precision.set_global_policy("mixed_float16" if plan.mixed else "float32")
-    keras.utils.set_random_seed(cfg.seed + len(state["history"]))
+    keras.utils.set_random_seed(cfg.seed + len(state.history))
 
     with plan.strategy.scope():
-        if state["phase"] == "fine":
+        if state.phase == "fine":
             model = fine_model(plan, state)
-        elif state["checkpoint"]:
-            model = _load_checkpoint(run / state["checkpoint"], plan)
+        elif state.checkpoint:
+            model = _load_checkpoint(run / state.checkpoint, plan)
         else:
             model = _build(plan, "coarse", cfg.weights)
             models.set_trainable(model, "coarse", cfg.unfreeze, plan.pretrained)
@@ -323,51 +323,50 @@ def fit(
 
         # 3. The phases. From scratch the first phase trains everything; with pretrained
         #    weights it trains the head, and the fine phase the top of the backbone.
-        if state["phase"] == "coarse":
+        if state.phase == "coarse":
             train_phase(model, "coarse", cfg.epochs_coarse, plan, state, callbacks)
             ckpt.save_atomic(run / ckpt.COARSE_FINAL, model.save_weights)
-            state.update(phase="fine", fine_start=state["epoch"] + 1, checkpoint=None,
-                         early_stopping=None, reduce_lr=None, stopped=False)
+            state.next_phase()
             (run / ckpt.BEST_WEIGHTS).unlink(missing_ok=True)
             ckpt.save_state(run, state)
             if cfg.epochs_fine:
                 model = fine_model(plan, state)
         if cfg.epochs_fine:
-            train_phase(model, "fine", state["fine_start"] + cfg.epochs_fine, plan, state,
+            train_phase(model, "fine", state.fine_start + cfg.epochs_fine, plan, state,
                         callbacks)
 
         # 4. BatchNorm statistics that match the final weights ("precise BN"), then the model.
-        bn_batches = precise_bn(model, plan, state["epoch"])
+        bn_images = precise_bn(model, plan, state.epoch) if cfg.precise_bn else 0
         ckpt.save_atomic(run / MODEL_NAME, model.save)
-    ckpt.write_curves(run / ckpt.CURVES_NAME, state["history"], state["fine_start"])
-    state.update(phase="done")
+    ckpt.write_curves(run / ckpt.CURVES_NAME, state.history, state.fine_start)
+    state.phase = "done"
     ckpt.save_state(run, state)
     ckpt.remove_epoch_checkpoints(run)  # the final model replaces them; keep weights files
-    last = state["history"][-1] if state["history"] else {}
-    return {"epochs": len(state["history"]), "history": state["history"],
+    last = state.history[-1] if state.history else {}
+    return {"epochs": len(state.history), "history": state.history,
             "val_accuracy": last.get("val_accuracy"), "resumed": resume,
-            "precise_bn_batches": bn_batches}
+            "precise_bn_images": bn_images}
 
 
 def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
                 state: ckpt.RunState, callbacks: list[keras.callbacks.Callback]) -> None:
-    """Train ``model`` from the epoch after ``state["epoch"]`` up to ``end_epoch`` (exclusive),
+    """Train ``model`` from the epoch after ``state.epoch`` up to ``end_epoch`` (exclusive),
     with EarlyStopping (best weights restored), ReduceLROnPlateau under ``schedule=plateau``,
     and a checkpoint after every epoch; the counters continue those of ``state``."""
     cfg, run = plan.cfg, plan.run
-    start = state["epoch"] + 1
+    start = state.epoch + 1
     best = run / ckpt.BEST_WEIGHTS
-    es = ckpt.ResumableEarlyStopping(state.get("early_stopping"), monitor=plan.monitor,
+    es = ckpt.ResumableEarlyStopping(state.early_stopping, monitor=plan.monitor,
                                      patience=max(cfg.patience, 1), restore_best_weights=True)
-    if state.get("early_stopping") and best.is_file():
+    if state.early_stopping and best.is_file():
         es.initial_best_weights = ckpt.weights_from_file(model, best)
     rlr = None
     if cfg.schedule == "plateau":
-        rlr = ckpt.ResumableReduceLR(state.get("reduce_lr"), monitor=plan.monitor,
+        rlr = ckpt.ResumableReduceLR(state.reduce_lr, monitor=plan.monitor,
                                      factor=cfg.lr_factor, patience=max(1, cfg.patience // 2),
                                      min_lr=cfg.min_lr)
     ck = ckpt.RunCheckpoint(run, state, phase, es, rlr)
-    if start >= end_epoch or state.get("stopped"):
+    if start >= end_epoch or state.stopped:
         if es.initial_best_weights is not None:
             model.set_weights(es.initial_best_weights)  # what EarlyStopping would have restored
         return
@@ -387,8 +386,8 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
 def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
     """The fine phase's model: its checkpoint, or the coarse weights in a model rebuilt with
     the fine phase's regulariser and trainable layers."""
-    if state["checkpoint"]:
-        return _load_checkpoint(plan.run / state["checkpoint"], plan)
+    if state.checkpoint:
+        return _load_checkpoint(plan.run / state.checkpoint, plan)
     model = _build(plan, "fine", "none")
     model.load_weights(plan.run / ckpt.COARSE_FINAL)
     models.set_trainable(model, "fine", plan.cfg.unfreeze, plan.pretrained)
@@ -400,7 +399,7 @@ def precise_bn(model: keras.Model, plan: Plan, epoch: int, max_images: int = 409
     """Recompute the moving statistics of every BatchNorm layer that trained, as the exact
     average over up to ``max_images`` images of Keras epoch ``epoch``'s frozen epoch, with the
     final weights (pycls' "precise BN"): the moving averages lag behind the weights, most on
-    short runs. Returns the number of batches used (0: no BatchNorm trained)."""
+    short runs. Returns the number of images used (0: no BatchNorm trained)."""
     if plan.replicas > 1 or not batchnorm_layers(model):
         return 0  # synchronised replicas already agree; a frozen backbone keeps ImageNet's
     batches = (x for x, _ in itertools.islice(plan.train.iter_numpy(max(epoch, 0)),
