@@ -7,7 +7,7 @@ set -x
 frozenaug-build scan /data/sample --out /runs/scan
 frozenaug-build build /data/sample --out /shards/sample --epochs 1 --policy heavy --seed 0
 frozenaug-build verify /shards/sample
-frozenaug-train fit /shards/sample --model simple_cnn --weights none \
+frozenaug-train fit /shards/sample --model small_resnet --weights none \
     --epochs-coarse 1 --epochs-fine 0 --batch-size 32 --out /runs/sample
 frozenaug-train evaluate /runs/sample --out /runs/sample/eval
 # fit saved its model, and evaluate scored every test image of the build exactly once.
