@@ -209,7 +209,7 @@ def test_refused_policy_leaves_nothing_so_the_corrected_command_runs(world, tmp_
     shutil.copy(world / "data.npz", tmp_path)
     argv = ["build", "data.npz", "--out", "b", "--size", SIZE, "--epochs", "1", "--jobs", "1"]
     p = _run("frozenaug-build", [*argv, "--policy", "crop.yaml"], tmp_path)
-    assert p.returncode == 2 and "RandomCrop" not in p.stderr.splitlines()[0][:20], p.stderr
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "crop.yaml" in p.stderr, p.stderr
     assert not (tmp_path / "b").exists()
     p = _run("frozenaug-build", [*argv, "--policy", "none"], tmp_path)
     assert p.returncode == 0, p.stderr
@@ -225,8 +225,8 @@ def test_evaluate_accepts_an_npz_that_lacks_a_class(world, tmp_path) -> None:
     assert (tmp_path / "ev" / "confusion.png").is_file()
 
 
-def test_npz_header_claims_are_checked_before_reading(tmp_path) -> None:
-    """The helper that forges headers really forges: numpy itself would try to allocate."""
+def test_forged_headers_really_claim_the_size(tmp_path) -> None:
+    """The crash_header_* cases test something: numpy would believe this header."""
     from cases_cli import forged_npz
 
     p = forged_npz(tmp_path, "f.npz", images=(10**12, SIZE, SIZE, 3))
