@@ -113,8 +113,9 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
     # A full disk is refused now, not by HDF5 mid-epoch (which can crash the process): a run
     # holds ~6 float32 copies of the parameters (model, checkpoint + Adam slots, best, coarse).
     existing = next(p for p in (run.absolute(), *run.absolute().parents) if p.exists())
-    params = {"simple_cnn": 2e6, "efficientnetv2b0": 7e6, "efficientnetv2b3": 14e6,
-              "convnext_tiny": 29e6, "convnext_small": 50e6}.get(cfg.model, 89e6)
+    params = {"simple_cnn": 2e6, "small_resnet": 2e6, "small_resnet_wide": 6e6,
+              "efficientnetv2b0": 7e6, "efficientnetv2b3": 14e6, "convnext_tiny": 29e6,
+              "convnext_small": 50e6}.get(cfg.model, 89e6)
     if existing.is_dir():
         check_free_space(existing, int(params * 4 * 6), str(run))
     if not run.is_dir():
