@@ -24,7 +24,7 @@ COPY policies ./policies
 # Not editable, and without the [cpu]/[gpu] extras: the image's own TensorFlow is used.
 # DL3013: this installs the local package, whose dependency ranges live in setup.cfg.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[dask]"
+RUN pip install --no-cache-dir ".[dask,tensorboard]"
 
 RUN useradd --create-home --uid 1000 frozenaug \
     && mkdir -p /data /shards /runs \
