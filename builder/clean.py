@@ -191,16 +191,8 @@ def _load(args: argparse.Namespace) -> Dataset:
     _check_out(args.out)
     size = _flagged("--size", parse_size, _arg(args, "size"))
     classes = _flagged("--classes", parse_classes, _arg(args, "classes"))
-    jobs = _arg(args, "jobs")
-    if jobs is not None and jobs < 1:
-        raise InputError(f"--jobs {jobs}: must be >= 1")
-    for flag, name, lo in (("--threshold", "threshold", 0), ("--outlier-min", "outlier_min", 2),
-                           ("--seed", "seed", 0)):
-        v = _arg(args, name)
-        if v is not None and v < lo:
-            raise InputError(f"{flag} {v}: must be >= {lo}")
-    if _arg(args, "threshold") is not None and args.threshold > 63:
-        raise InputError(f"--threshold {args.threshold}: must be <= 63 (64-bit hashes)")
+    # Ranges of --jobs, --threshold, --outlier-min, --seed: checked by builder.cli with the
+    # build's options (builder.config), before this runs.
     return load_dataset(args.input, size=size, class_names=classes,
                         strict=bool(_arg(args, "strict", False)),
                         medmnist_split=bool(_arg(args, "medmnist_split", False)))

@@ -16,8 +16,8 @@ PROG = "frozenaug-build"
 
 # subcommand -> "module:function"; each function takes the parsed Namespace and returns an int.
 COMMANDS = {
-    "scan": "builder.clean:cmd_scan",
-    "clean": "builder.clean:cmd_clean",
+    "scan": "builder.cli:_scan",  # flags checked by the build's rules, then the stage
+    "clean": "builder.cli:_clean",
     "build": "builder.cli:_build",
     "verify": "builder.verify:cmd_verify",
     "inspect": "builder.verify:cmd_inspect",
@@ -25,65 +25,22 @@ COMMANDS = {
 }
 
 
-def _add_input_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="an AN2DL-style .npz, a MedMNIST .npz, or a folder per class")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--size", default=None, help="image size, N or HxW (default 96)")
-    p.add_argument("--classes", default=None,
-                   help="class names, comma-separated or a file with one per line")
-    p.add_argument("--strict", action="store_true", default=None,
-                   help="an unreadable image in a class folder is fatal (default: skip, list)")
-    p.add_argument("--medmnist-split", action="store_true", default=None,
-                   help="keep a MedMNIST file's official train/val/test split")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-
-
-def _add_scan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold", type=int, default=None,
-                   help="max Hamming distance between perceptual hashes of near-duplicates")
-    p.add_argument("--outlier-min", type=int, default=None,
-                   help="a picture repeated at least this often is an injected outlier")
-
-
-def _add_split_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default=None, help="train,val,test fractions (default 0.64,0.16,0.2)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from builder.config import CLEAN_OPTIONS, OPTIONS, SCAN_OPTIONS
+    from builder.options import add_flags
+
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("scan", help="find duplicates, label conflicts and injected outliers")
-    _add_input_args(p)
-    _add_scan_args(p)
+    add_flags(p, SCAN_OPTIONS)
 
     p = sub.add_parser("clean", help="scan, remove what the scan flags, and split")
-    _add_input_args(p)
-    _add_scan_args(p)
-    _add_split_args(p)
+    add_flags(p, CLEAN_OPTIONS)
 
     p = sub.add_parser("build", help="clean, split and write K frozen augmented epochs as shards")
-    _add_input_args(p)
-    _add_scan_args(p)
-    _add_split_args(p)
+    add_flags(p, OPTIONS.values())
     p.add_argument("--config", default=None, help="a build config file (JSON or YAML)")
-    p.add_argument("--epochs", type=int, default=None, help="frozen epochs K (default 3)")
-    p.add_argument("--policy", default=None,
-                   help="a preset (none, light, heavy) or a policy file (default heavy)")
-    p.add_argument("--drop-family", default=None,
-                   help="leave one distortion family out of the policy (geometric, blur, "
-                        "compression, colour, noise, occlusion): train on it, then evaluate "
-                        "--distort shows how the model copes with that unseen family; or mix, "
-                        "the MixUp/CutMix stage, for fit --mix fresh")
-    p.add_argument("--shard-size", type=int, default=None, help="images per shard")
-    p.add_argument("--no-clean", action="store_true", default=None,
-                   help="skip the scan; keep every input image")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace a build of another config in --out")
-    p.add_argument("--backend", choices=["loky", "dask"], default=None,
-                   help="joblib backend (dask needs --scheduler)")
-    p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
 
     p = sub.add_parser("verify", help="check every shard against the manifest")
     p.add_argument("dir", help="build directory")
@@ -97,6 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="the input data set (default: the manifest's)")
     p.add_argument("--n", type=int, default=8, help="samples to draw")
     return parser
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from builder.config import SCAN_OPTIONS, check_flags
+
+    check_flags(args, SCAN_OPTIONS)
+    from builder.clean import cmd_scan
+
+    return cmd_scan(args)
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from builder.config import CLEAN_OPTIONS, check_flags
+
+    check_flags(args, CLEAN_OPTIONS)
+    from builder.clean import cmd_clean
+
+    return cmd_clean(args)
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from builder.config import OPTIONS
 from builder.errors import InputError
 
 SPLIT_NAMES = ("train", "val", "test")
-DEFAULT_FRACTIONS = (0.64, 0.16, 0.20)
+DEFAULT_FRACTIONS: tuple[float, float, float] = OPTIONS["split"].default  # declared with --split
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

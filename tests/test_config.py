@@ -103,3 +103,39 @@ def test_to_dict_excludes_runtime_options():
         f for f in BuildConfig.__dataclass_fields__}  # drop_family: only when set
     assert json.loads(json.dumps(d)) == d  # JSON-ready as it will be stored
     assert load_build_config(_args("--seed", "1")).to_dict() != d
+
+
+def test_no_clean_records_only_the_scan_parameters_given():
+    cfg = load_build_config(_args())
+    assert (cfg.threshold, cfg.outlier_min) == (4, 10)  # what the scan will use, recorded
+    d = load_build_config(_args("--no-clean")).to_dict()
+    assert d["threshold"] is None and d["outlier_min"] is None
+    cfg = load_build_config(_args("--no-clean", "--threshold", "6"))
+    assert (cfg.threshold, cfg.outlier_min) == (6, None)
+
+
+def test_messages_name_the_flag_or_file_and_the_key(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("shard-size: 0\n")
+    with pytest.raises(InputError) as e:
+        load_build_config(_args("--config", str(path)))
+    assert str(e.value) == f"{path}: shard_size: must be an integer in 1..2147483647, got 0"
+    with pytest.raises(InputError) as e:
+        load_build_config(_args("--shard-size", "0"))
+    assert str(e.value) == ("--shard-size: must be an integer in 1..2147483647, got 0 "
+                            "(shard_size=0)")
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["scan", "--outlier-min", "1"], "--outlier-min: must be an integer in 2..2147483647"),
+    (["scan", "--jobs", "0"], "--jobs: must be an integer in 1..1024"),
+    (["clean", "--seed", "-1"], "--seed: must be an integer in 0..9223372036854775807"),
+    (["clean", "--split", "0.5,0.5"], "--split:"),
+])
+def test_scan_and_clean_flags_follow_the_build_rules(tmp_path, capsys, argv, line):
+    from builder.cli import main
+
+    out = tmp_path / "o"
+    assert main([argv[0], str(tmp_path / "in.npz"), "--out", str(out), *argv[1:]]) == 2
+    assert capsys.readouterr().err.startswith(f"frozenaug-build: error: {line}")
+    assert not out.exists()

@@ -13,7 +13,9 @@ import traceback
 from pathlib import Path
 
 from builder.errors import InputError, OneLineParser, dispatch
-from trainer.config import MIX_MODES, MODEL_NAMES, OPTIMIZERS, SCHEDULES
+from builder.options import add_flags
+from trainer.config import FLAG_NAMES
+from trainer.config import OPTIONS as FIT_OPTIONS
 
 PROG = "frozenaug-train"
 
@@ -27,7 +29,7 @@ COMMANDS = {
 
 def _batch_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images per batch (fit: per replica; default 64)")
+                   help="images per batch (default 64)")
 
 
 def _test_time(p: argparse.ArgumentParser) -> None:
@@ -43,48 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train a coarse phase, then fine-tune; resumable")
-    p.add_argument("dir", help="build directory (frozenaug-build output)")
+    p.add_argument("dir", help=FIT_OPTIONS["build_dir"].help)
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--model", default=None, help=f"one of {', '.join(MODEL_NAMES)}")
-    p.add_argument("--weights", default=None,
-                   help="none (default: train from scratch), imagenet, or a .weights.h5/.keras "
-                        "file")
-    p.add_argument("--epochs-coarse", type=int, default=None,
-                   help="epochs of the first phase (pretrained weights: backbone frozen)")
-    p.add_argument("--epochs-fine", type=int, default=None, help="epochs of fine-tuning")
-    _batch_size(p)
-    p.add_argument("--lr", type=float, default=None, help="coarse-phase learning rate")
-    p.add_argument("--fine-lr", type=float, default=None, help="fine-tuning learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                   help="adamw (default; decoupled weight decay) or adam")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="AdamW weight decay (default 0.05)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=None,
-                   help="cosine: linear warm-up then cosine decay (default); plateau: "
-                        "ReduceLROnPlateau on the val cross-entropy")
-    p.add_argument("--warmup-epochs", type=float, default=None,
-                   help="cosine schedule: epochs of linear warm-up (default 1)")
-    p.add_argument("--label-smoothing", type=float, default=None,
-                   help="label smoothing of the loss (default 0.1)")
-    p.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="recompute BatchNorm statistics with the final weights over ~4,000 "
-                        "training images (default on)")
-    p.add_argument("--mix", choices=MIX_MODES, default=None,
-                   help="build: MixUp/CutMix as frozen in the shards (default); fresh: drawn "
-                        "anew every epoch while reading (build without a mix stage)")
-    p.add_argument("--unfreeze", type=int, default=None,
-                   help="top backbone layers trained while fine-tuning (BatchNorm stays frozen)")
-    p.add_argument("--patience", type=int, default=None, help="EarlyStopping patience")
-    p.add_argument("--seed", type=int, default=None, help="random seed")
-    p.add_argument("--strategy", choices=["default", "mirrored"], default=None,
-                   help="mirrored: tf.distribute.MirroredStrategy over all GPUs")
-    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None,
-                   help="mixed_float16 (auto: when a GPU is present)")
-    p.add_argument("--xla", choices=["auto", "on", "off"], default=None,
-                   help="jit_compile (auto: when a GPU is present)")
-    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
-                   help="check every train/val shard's sha256 against the manifest before "
-                        "training (one extra read of the build; catches changed image bytes)")
+    add_flags(p, FIT_OPTIONS.values())  # every FitConfig field that has a flag
     p.add_argument("--config", default=None, help="a fit config file (JSON or YAML)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -115,10 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SEED_MAX = 2**32 - 1  # what TensorFlow and Keras seeds accept
-BATCH_MAX = 65536
-
-
 def _exists(path: str, what: str, folder: bool | None) -> None:
     p = Path(path)
     if not p.exists():
@@ -132,9 +91,6 @@ def _exists(path: str, what: str, folder: bool | None) -> None:
 def precheck(args: argparse.Namespace) -> None:
     """The checks that need no TensorFlow (paths, flag ranges), run before it is imported:
     a mistyped command fails at once, and with nothing but its one line on stderr."""
-    seed = getattr(args, "seed", None)
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InputError(f"--seed: must be in 0..{SEED_MAX}, got {seed}")
     if args.command == "fit":
         _exists(args.dir, "build directory", True)
         if args.config is not None:
@@ -142,13 +98,9 @@ def precheck(args: argparse.Namespace) -> None:
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise InputError(f"{args.out}: exists and is not a folder (--out names the run "
                              "folder)")
-        from dataclasses import fields
+        from trainer.config import resolve_config  # no TensorFlow in there
 
-        from trainer.config import FitConfig, resolve_config  # no TensorFlow in there
-
-        keys = {f.name for f in fields(FitConfig)} - {"build_dir"}
-        flags = {k: v for k, v in vars(args).items() if k in keys and v is not None}
-        resolve_config({**flags, "build_dir": args.dir}, args.config)
+        resolve_config(fit_flags(args), args.config)
         from builder.format import load_manifest
 
         classes = load_manifest(args.dir).num_classes
@@ -156,8 +108,10 @@ def precheck(args: argparse.Namespace) -> None:
             raise InputError(f"{args.dir}: the build has {classes} class; a classifier needs "
                              "at least 2 (build from data with two or more classes)")
         return
-    if args.batch_size is not None and not 1 <= args.batch_size <= BATCH_MAX:
-        raise InputError(f"--batch-size: must be in 1..{BATCH_MAX}, got {args.batch_size}")
+    # evaluate and predict take fit's rules for the seed and the batch size
+    for name in ("seed", "batch_size"):
+        if getattr(args, name, None) is not None:
+            FIT_OPTIONS[name].check(getattr(args, name), FIT_OPTIONS[name].flag_name)
     if args.command == "evaluate":
         from trainer.distort import MAX_SEVERITY
 
@@ -181,10 +135,12 @@ def precheck(args: argparse.Namespace) -> None:
         check_not_input(out, [args.input, *run_files], "writing the CSV there", inside_ok=True)
 
 
-FIT_FLAGS = ("model", "weights", "epochs_coarse", "epochs_fine", "batch_size", "lr", "fine_lr",
-             "optimizer", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "mix",
-             "precise_bn",
-             "unfreeze", "patience", "seed", "strategy", "mixed_precision", "xla", "verify")
+FIT_FLAGS = FLAG_NAMES  # the FitConfig fields given by fit's flags
+
+
+def fit_flags(args: argparse.Namespace) -> dict:
+    """The FitConfig values that fit's command line gives (None: not given)."""
+    return {**{k: getattr(args, k, None) for k in FLAG_NAMES}, "build_dir": args.dir}
 
 
 def import_tensorflow_quietly() -> None:
