@@ -18,7 +18,6 @@ within ``SCHEDULER_TIMEOUT_S``, or has no worker, the build fails (exit 2) and l
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -41,7 +40,7 @@ import builder
 from builder import format as fmt
 from builder.builddir import FRESH, UP_TO_DATE, BuildDir, build_key
 from builder.clean import clean_dataset
-from builder.config import BuildConfig, load_build_config
+from builder.config import BuildConfig
 from builder.errors import InputError
 from builder.intake import fingerprint, load_dataset
 from builder.lock import build_lock
@@ -383,19 +382,3 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
         split=split_summary, scan=scan_summary, frozenaug_version=builder.__version__,
     ))
     return result
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    cfg = load_build_config(args)
-    r = run_build(cfg)
-    if r.status == UP_TO_DATE:
-        print(f"{cfg.out}: up to date ({fmt.MANIFEST_NAME} matches this config and input)")
-        return 0
-    rate = r.images_written / r.write_seconds if r.write_seconds > 0 else 0.0
-    kept = f", kept {r.shards_kept} finished shards" if r.shards_kept else ""
-    print(
-        f"wrote {r.images_written} images in {r.shards_written} shards{kept}: "
-        f"{rate:,.0f} images/s, {r.bytes_written / 2**20:,.1f} MiB, "
-        f"{r.write_seconds:.1f} s writing, {r.wall_seconds:.1f} s wall"
-    )
-    return 0

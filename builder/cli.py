@@ -1,7 +1,10 @@
 """``frozenaug-build``: scan, clean, build, verify, inspect and preview.
 
-Each subcommand's work lives in the module of its stage; this file only parses arguments and
-hands them to ``builder.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
+Each subcommand's work lives in the module of its stage; this file parses arguments, checks
+the flags before any heavy import, and hands the command to ``builder.errors.dispatch``
+(``InputError`` -> one line on stderr, exit code 2). The report commands (scan, clean,
+verify, inspect, preview) keep their ``cmd_*`` in their stage's module: there the command is
+the stage's output itself, not a wrapper around it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ PROG = "frozenaug-build"
 COMMANDS = {
     "scan": "builder.cli:_scan",  # flags checked by the build's rules, then the stage
     "clean": "builder.cli:_clean",
-    "build": "builder.cli:_build",
+    "build": "builder.cli:cmd_build",
     "verify": "builder.verify:cmd_verify",
     "inspect": "builder.verify:cmd_inspect",
     "preview": "builder.preview:cmd_preview",
@@ -74,15 +77,26 @@ def _clean(args: argparse.Namespace) -> int:
     return cmd_clean(args)
 
 
-def _build(args: argparse.Namespace) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     """Flags and config file checked before the build's heavy imports (albumentations, joblib):
     a mistyped flag fails in a fraction of a second."""
     from builder.config import load_build_config
 
-    load_build_config(args)
-    from builder.build import cmd_build
+    cfg = load_build_config(args)
+    from builder.build import UP_TO_DATE, run_build
 
-    return cmd_build(args)
+    r = run_build(cfg)
+    if r.status == UP_TO_DATE:
+        print(f"{cfg.out}: up to date (its manifest matches this config and input)")
+        return 0
+    rate = r.images_written / r.write_seconds if r.write_seconds > 0 else 0.0
+    kept = f", kept {r.shards_kept} finished shards" if r.shards_kept else ""
+    print(
+        f"wrote {r.images_written} images in {r.shards_written} shards{kept}: "
+        f"{rate:,.0f} images/s, {r.bytes_written / 2**20:,.1f} MiB, "
+        f"{r.write_seconds:.1f} s writing, {r.wall_seconds:.1f} s wall"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
-from trainer.fit import distributed_batches
+from trainer.replicas import distributed_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 

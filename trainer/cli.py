@@ -1,7 +1,9 @@
 """``frozenaug-train``: fit, evaluate and predict.
 
-Each subcommand's work lives in the module of its stage; this file only parses arguments and
-hands them to ``builder.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
+Each subcommand's work lives in the module of its stage; this file parses arguments, checks
+what needs no TensorFlow, and turns the arguments into one call of that module (the ``cmd_*``
+wrappers, which import it late so that ``--help`` and a mistyped flag stay fast), through
+``builder.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from trainer.config import OPTIONS as FIT_OPTIONS
 
 PROG = "frozenaug-train"
 
-# subcommand -> "module:function"; each function takes the parsed Namespace and returns an int.
+# subcommand -> its command wrapper below; each takes the parsed Namespace and returns an int.
 COMMANDS = {
-    "fit": "trainer.fit:cmd_fit",
-    "evaluate": "trainer.evaluate:cmd_evaluate",
-    "predict": "trainer.predict:cmd_predict",
+    "fit": "trainer.cli:cmd_fit",
+    "evaluate": "trainer.cli:cmd_evaluate",
+    "predict": "trainer.cli:cmd_predict",
 }
 
 
@@ -186,6 +188,55 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Resolve the config (the stored one when resuming) and train."""
+    from trainer import config as cfgmod
+    from trainer.fit import fit
+
+    flags = {k: getattr(args, k, None) for k in FIT_FLAGS}
+    flags["build_dir"] = args.dir
+    run = Path(args.out)
+    base = None
+    if args.resume and not args.overwrite and (run / cfgmod.CONFIG_NAME).is_file():
+        base = cfgmod.load_run_config(run).to_dict()
+    cfg = cfgmod.resolve_config(flags, args.config, base=base)
+    summary = fit(cfg, run, resume=bool(args.resume), overwrite=bool(args.overwrite))
+    acc = summary.get("val_accuracy")
+    shown = "" if acc is None else f", val accuracy {acc:.4f}"
+    print(f"{run}: {summary['epochs']} epochs{shown}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate, format_robustness
+    from trainer.tta import Cost
+
+    m = evaluate(args.run, args.input, args.out, split=args.split, distort_=args.distort,
+                 severities=args.severities, seed=args.seed, batch_size=_batch(args),
+                 tta=args.tta, adapt_bn=args.adapt_bn)
+    print(f"{m['input']}: {m['samples']} images, accuracy {m['accuracy']:.4f}, "
+          f"macro F1 {m['macro_f1']:.4f}")
+    cost = Cost(**m["cost"]).describe()
+    if cost:
+        print(cost)
+    if "robustness" in m:
+        print(format_robustness(m["accuracy"], m["robustness"]))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from trainer.predict import predict
+
+    n = predict(args.run, args.input, args.out, split=args.split, batch_size=_batch(args),
+                tta=args.tta, adapt_bn=args.adapt_bn, report=print)
+    print(f"{args.out}: {n} predictions")
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    return 64 if args.batch_size is None else args.batch_size
 
 
 def _run(args: argparse.Namespace) -> int:

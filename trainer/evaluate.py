@@ -295,18 +295,3 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
     # Together or not at all: a full disk leaves neither file (nor a new empty folder).
     write_together({out / "metrics.json": text.encode(), out / "confusion.png": png})
     return metrics
-
-
-def cmd_evaluate(args) -> int:
-    bs = 64 if args.batch_size is None else args.batch_size
-    m = evaluate(args.run, args.input, args.out, split=args.split, distort_=args.distort,
-                 severities=args.severities, seed=args.seed, batch_size=bs,
-                 tta=getattr(args, "tta", False), adapt_bn=getattr(args, "adapt_bn", False))
-    print(f"{m['input']}: {m['samples']} images, accuracy {m['accuracy']:.4f}, "
-          f"macro F1 {m['macro_f1']:.4f}")
-    cost = tta_module.Cost(**m["cost"]).describe()
-    if cost:
-        print(cost)
-    if "robustness" in m:
-        print(format_robustness(m["accuracy"], m["robustness"]))
-    return 0

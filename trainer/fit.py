@@ -37,32 +37,12 @@ Resuming. After every epoch a checkpoint (model and optimizer, best weights, ``s
 last completed epoch with the same counters, and the history has the length of an uninterrupted
 run.
 
-Several GPUs. ``--strategy mirrored`` builds, compiles and trains under
-``tf.distribute.MirroredStrategy`` over all visible GPUs (R replicas, recorded as ``replicas``
-in ``run.json``). ``--batch-size`` is per replica: the stream reads global batches of
-``batch_size x R`` images (``global_batch_size`` in run.json), each replica gets ``batch_size``
-of them, and the gradients are averaged over the global batch. With R > 1 every training step
-takes exactly one global batch, so each epoch leaves out its last ``n_train mod (batch_size x
-R)`` images (another set each epoch, as the stream shuffles); a replica never gets an empty or
-uneven batch. Validation still sees every image, in batches of at most the global size, a
-multiple of R, chosen so that no replica's share is empty (``val_batch_size`` in run.json).
-BatchNorm layers that train (those of a from-scratch model) synchronise their batch
-statistics across replicas, so all replicas, and the saved model, hold the same moving
-statistics.
-
-Learning rate. ``--lr`` and ``--fine-lr`` are used as given, whatever R is. To move a run tuned
-on one device to R replicas, either keep its global batch (divide ``--batch-size`` by R) and its
-learning rates: the same optimisation, only faster; or keep the per-replica batch, which makes
-the global batch R times larger, and raise the learning rates with it: linearly (lr x R, Goyal
-et al. 2017, with a warm-up over the first epochs for large R) is the rule for SGD; for
-Adam(W), which fit uses, the square-root rule (lr x sqrt(R), Malladi et al. 2022) is the
-safer start.
+Several GPUs: trainer/replicas.py.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -72,23 +52,19 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from builder.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
+from builder.atomic import write_json
 from builder.errors import InputError
 from builder.format import Manifest, load_manifest
 from builder.mixing import MixConfig
-from builder.owned import FIT_OWN, fit_inputs, removable, remove
-from builder.shards import check_free_space
 from trainer import checkpoint as ckpt
 from trainer import config as cfgmod
 from trainer import models
 from trainer.bnstats import batchnorm_layers, recompute_bn_statistics
-from trainer.config import MODEL_NAME, RUN_INFO_NAME, STATE_NAME
+from trainer.config import MODEL_NAME, RUN_INFO_NAME
 from trainer.readmix import fresh_mix
+from trainer.replicas import distributed_batches, sync_batchnorm
+from trainer.rundir import check_run_dir, prepare_run_dir
 from trainer.stream import ShardStream
-
-# What fit writes into a run directory; --overwrite removes only these.
-RUN_FILES = (cfgmod.CONFIG_NAME, STATE_NAME, RUN_INFO_NAME, MODEL_NAME, ckpt.HISTORY_NAME,
-             ckpt.CURVES_NAME, ckpt.CHECKPOINT_DIR, "tb")
 
 
 def _gpu_present() -> bool:
@@ -97,75 +73,6 @@ def _gpu_present() -> bool:
 
 def _tristate(value: str, gpu: bool) -> bool:
     return gpu if value == "auto" else value == "on"
-
-
-def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run continues only with --resume and the same config.
-
-    Only reads: fit calls it before anything can fail, and writes (``prepare_run_dir``) after.
-    """
-    if run.exists() and not run.is_dir():
-        raise InputError(f"{run}: exists and is not a folder")
-    classes = load_manifest(cfg.build_dir).num_classes
-    if classes < 2:  # a softmax over one class learns nothing, and the stream's labels break
-        raise InputError(f"{cfg.build_dir}: the build has {classes} class; a classifier needs "
-                         "at least 2 (build from data with two or more classes)")
-    # A full disk is refused now, not by HDF5 mid-epoch (which can crash the process): a run
-    # holds ~6 float32 copies of the parameters (model, checkpoint + Adam slots, best, coarse).
-    existing = next(p for p in (run.absolute(), *run.absolute().parents) if p.exists())
-    params = {"simple_cnn": 2e6, "small_resnet": 2e6, "small_resnet_wide": 6e6,
-              "efficientnetv2b0": 7e6, "efficientnetv2b3": 14e6, "convnext_tiny": 29e6,
-              "convnext_small": 50e6}.get(cfg.model, 89e6)
-    if existing.is_dir():
-        check_free_space(existing, int(params * 4 * 6), str(run))
-    if not run.is_dir():
-        return
-    cfg_path = run / cfgmod.CONFIG_NAME
-    if cfg_path.is_file() and not overwrite:
-        stored = cfgmod.load_run_config(run)
-        diff = cfgmod.config_differences(stored, cfg)
-        if diff:
-            raise InputError(
-                f"{run}: holds a run of another config (differs in {', '.join(diff)}); "
-                "repeat the run's own settings, or pass --overwrite to replace it"
-            )
-        if not resume:
-            raise InputError(
-                f"{run}: holds a run of this config already; pass --resume to continue it "
-                "or --overwrite to start again"
-            )
-        return
-    if overwrite:  # only fit's own files, never the build, the weights or someone's folder
-        removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights))
-    # What would be left: --overwrite removes fit's own files; a kill's temporaries never count.
-    others = [p.name for p in run.iterdir() if not p.name.startswith(TMP_PREFIX)
-              and not (overwrite and p.name in RUN_FILES)]
-    if others:
-        raise InputError(
-            f"{run}: not empty and not a frozenaug-train run (no {cfgmod.CONFIG_NAME}); "
-            "choose a new folder or pass --overwrite"
-        )
-
-
-def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, overwrite: bool) -> None:
-    """Make (or clear, with --overwrite) the run folder checked by ``check_run_dir``.
-
-    Also deletes the ``.tmp-*`` files that a kill during an atomic write left in RUN and
-    RUN/checkpoints; nothing else writes there while fit runs.
-    """
-    if overwrite:
-        remove(removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights)))
-    for folder in (run, run / ckpt.CHECKPOINT_DIR):
-        remove_stale_temporaries(folder)
-    run.mkdir(parents=True, exist_ok=True)
-    cfg_path = run / cfgmod.CONFIG_NAME
-    wanted, stored = cfg.to_dict(), None
-    if cfg_path.is_file():  # a resume (checked: same config): record changed check keys only
-        stored = json.loads(cfg_path.read_text())
-        wanted = {**stored, **{k: wanted[k] for k in cfgmod.CHECK_KEYS}}
-    if wanted != stored:
-        write_json(cfg_path, wanted)
-    (run / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
 
 
 def class_weights(counts: list[int]) -> dict[int, float]:
@@ -181,37 +88,6 @@ def split_counts(manifest: Manifest, split: str) -> list[int]:
     if isinstance(counts, list) and len(counts) == manifest.num_classes:
         return [int(c) for c in counts]
     return manifest.class_counts(split)
-
-
-def distributed_batches(n_train: int, n_val: int, batch_size: int,
-                        replicas: int) -> tuple[int, bool, int]:
-    """(global batch, drop the train remainder, val batch size) for ``replicas`` replicas.
-
-    tf.distribute cuts each global batch into one share per replica. A share may not be empty
-    (Conv2D fails on an empty batch on CPU, and a BatchNorm mean over no images is undefined),
-    and Keras (3.15) reduces the first validation batch across replicas, which fails unless
-    it splits evenly. So with R > 1 training drops each epoch's last partial batch, and
-    validation uses the largest multiple of R, at most the global batch, whose last batch is
-    empty or has at least R images (every sample is still validated exactly once).
-    """
-    global_batch = batch_size * replicas
-    if replicas == 1:
-        return global_batch, False, global_batch
-    if n_train < global_batch:
-        raise InputError(
-            f"--batch-size {batch_size}: {replicas} replicas need at least {global_batch} "
-            f"train images (batch size x replicas), the build has {n_train}"
-        )
-    if n_val == 0:  # no val split
-        return global_batch, True, global_batch
-    for b in range(global_batch, 0, -replicas):
-        if b <= n_val and (n_val % b == 0 or n_val % b >= replicas):
-            return global_batch, True, b
-    raise InputError(
-        f"--strategy mirrored: the val split's {n_val} images cannot be shared among "
-        f"{replicas} replicas without an empty share; build with a larger val split or use "
-        "--strategy default"
-    )
 
 
 @dataclass
@@ -458,21 +334,9 @@ def _optimizer(plan: Plan, phase: str) -> keras.optimizers.Optimizer:
     return opt
 
 
-def _sync_batchnorm(model: keras.Model) -> None:
-    """Make BatchNormalization average its batch statistics over all replicas.
-
-    Keras 3 keeps each replica's moving mean and variance apart (their variables aggregate
-    "none"), so unsynchronised replicas drift apart, validate with different statistics, and
-    the saved model holds replica 0's. Synchronised, every replica applies the same update,
-    that of the global batch, as one device would. (Frozen backbone BatchNorm never updates.)
-    """
-    for layer in batchnorm_layers(model, include_frozen=True):
-        layer.synchronized = True
-
-
 def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, plan: Plan) -> None:
     if plan.replicas > 1:  # fit compiles under the strategy's scope
-        _sync_batchnorm(model)
+        sync_batchnorm(model)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=plan.cfg.label_smoothing),
@@ -503,21 +367,3 @@ def _load_checkpoint(path: Path, plan: Plan) -> keras.Model:
         model.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)  # not serialised
     _compile(model, model.optimizer, plan)  # the same optimizer object keeps its slots
     return model
-
-
-def cmd_fit(args) -> int:
-    """The ``fit`` subcommand: resolve the config (the stored one when resuming) and train."""
-    from trainer.cli import FIT_FLAGS
-
-    flags = {k: getattr(args, k, None) for k in FIT_FLAGS}
-    flags["build_dir"] = args.dir
-    run = Path(args.out)
-    base = None
-    if args.resume and not args.overwrite and (run / cfgmod.CONFIG_NAME).is_file():
-        base = cfgmod.load_run_config(run).to_dict()
-    cfg = cfgmod.resolve_config(flags, args.config, base=base)
-    summary = fit(cfg, run, resume=bool(args.resume), overwrite=bool(args.overwrite))
-    acc = summary.get("val_accuracy")
-    shown = "" if acc is None else f", val accuracy {acc:.4f}"
-    print(f"{run}: {summary['epochs']} epochs{shown}")
-    return 0

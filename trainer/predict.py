@@ -61,12 +61,3 @@ def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike,
     if report is not None and cost.describe():
         report(cost.describe())
     return len(ids)
-
-
-def cmd_predict(args) -> int:
-    n = predict(args.run, args.input, args.out, split=args.split,
-                batch_size=64 if args.batch_size is None else args.batch_size,
-                tta=getattr(args, "tta", False), adapt_bn=getattr(args, "adapt_bn", False),
-                report=print)
-    print(f"{args.out}: {n} predictions")
-    return 0
