@@ -154,14 +154,19 @@ def _check_classes(
 
 def _load_npz(path: Path, size: tuple[int, int], class_names: list[str] | None,
               medmnist_split: bool, max_classes: int | None = None) -> Dataset:
+    with open_npz(path) as z:
+        return _read_npz(path, z, size, class_names, medmnist_split, max_classes)
+
+
+def open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """An npz archive opened without pickles; InputError naming the file if it is none."""
     try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: a single array (.npy?), expected an npz archive")
-    with z:
-        return _read_npz(path, z, size, class_names, medmnist_split, max_classes)
+    return z
 
 
 def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
@@ -363,13 +368,7 @@ def load_unlabelled(path: str | os.PathLike, size: tuple[int, int]
         return images, [f.name for f in files]
     if p.suffix.lower() != ".npz" or not p.is_file():
         return None
-    try:
-        z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{p}: unreadable npz ({type(e).__name__}: {e})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise InputError(f"{p}: a single array (.npy?), expected an npz archive")
-    with z:
+    with open_npz(p) as z:
         if "images" not in z.files or "labels" in z.files:
             return None
         images = convert_images(NpzMember(z, "images", p), size)

@@ -103,3 +103,16 @@ def make_build(
     )
     write_json(root / fmt.MANIFEST_NAME, manifest)
     return root
+
+
+def make_run(root: str | Path, size: int = 32) -> Path:
+    """A finished one-epoch simple_cnn run on a tiny 3-class build; returns the run folder."""
+    from trainer.config import FitConfig
+    from trainer.fit import fit
+
+    root = Path(root)
+    build = make_build(root / "b", n_per_class=4, num_classes=3, size=size)
+    cfg = FitConfig(build_dir=str(build), model="simple_cnn", weights="none", epochs_coarse=1,
+                    epochs_fine=0, batch_size=8, head_units=[8])
+    fit(cfg, root / "run", verbose=0, eager=True)
+    return root / "run"

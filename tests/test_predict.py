@@ -6,22 +6,15 @@ import csv
 
 import numpy as np
 import pytest
-from build_factory import make_build
+from build_factory import make_run
 
 from builder.errors import InputError
-from trainer.config import FitConfig
-from trainer.fit import fit
 from trainer.predict import predict, write_predictions
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pr")
-    build = make_build(root / "b", n_per_class=4, num_classes=3, size=32)
-    cfg = FitConfig(build_dir=str(build), model="simple_cnn", weights="none", epochs_coarse=1,
-                    epochs_fine=0, batch_size=8, head_units=[8])
-    fit(cfg, root / "run", verbose=0, eager=True)
-    return root / "run"
+    return make_run(tmp_path_factory.mktemp("pr"))
 
 
 def _rows(path):

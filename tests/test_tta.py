@@ -7,14 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from build_factory import make_build
+from build_factory import make_run
 
 keras = pytest.importorskip("keras")
 
 from trainer.cli import main as cli_main  # noqa: E402
-from trainer.config import FitConfig  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
-from trainer.fit import fit  # noqa: E402
 from trainer.predict import predict  # noqa: E402
 from trainer.tta import DIHEDRAL, predict_proba, predict_proba_timed, views  # noqa: E402
 
@@ -78,12 +76,7 @@ def test_adapt_bn_predicts_with_target_statistics_and_restores_them(images):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tta")
-    build = make_build(root / "b", n_per_class=4, num_classes=3, size=32)
-    cfg = FitConfig(build_dir=str(build), model="simple_cnn", weights="none", epochs_coarse=1,
-                    epochs_fine=0, batch_size=8, head_units=[8])
-    fit(cfg, root / "run", verbose=0, eager=True)
-    return root / "run"
+    return make_run(tmp_path_factory.mktemp("tta"))
 
 
 def _digest(run) -> dict[str, str]:
