@@ -228,7 +228,10 @@ def write_history_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_curves(path: Path, rows: list[dict[str, Any]], fine_start: int | None) -> None:
-    """Loss and accuracy over both phases; a dashed line where fine-tuning starts."""
+    """Cross-entropy and accuracy over both phases; a dotted line where fine-tuning starts.
+
+    The left panel shows ``ce``/``val_ce`` (what EarlyStopping watches: no label smoothing, no
+    weight penalty) where the history has them, else ``loss``/``val_loss``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,7 +239,8 @@ def write_curves(path: Path, rows: list[dict[str, Any]], fine_start: int | None)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] + 1 for r in rows]
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    first = "ce" if rows and "ce" in rows[0] else "loss"
+    for ax, metric in zip(axes, (first, "accuracy"), strict=True):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             ys = [r.get(key, float("nan")) for r in rows]
             if rows and key in rows[0]:
@@ -244,7 +248,7 @@ def write_curves(path: Path, rows: list[dict[str, Any]], fine_start: int | None)
         if fine_start is not None and rows and fine_start < len(rows):
             ax.axvline(fine_start + 0.5, color="grey", ls=":", label="fine-tuning starts")
         ax.set_xlabel("epoch")
-        ax.set_title(metric)
+        ax.set_title("cross-entropy" if metric == "ce" else metric)
         ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
