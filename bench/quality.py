@@ -1,7 +1,7 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
-                            [--row-epochs 10] [--row-k 5] [--out out/quality]
+                            [--row-epochs 8] [--row-k 4] [--out out/quality]
 
 Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
 subprocesses) on the shared blood-cell set (``../shared/data/bloodcells``, unpacked once), and
@@ -171,8 +171,8 @@ def save(path: Path, data: dict) -> None:
 
 
 def table(results: dict[str, dict]) -> str:
-    head = ("| row | build s | fit s | s/epoch | clean | macro-F1 | dist 1-5 | strong 3-5 | "
-            "held-out family 1-5 |\n|---|---|---|---|---|---|---|---|---|")
+    head = ("| row | epochs | build s | fit s | s/epoch | clean | macro-F1 | dist 1-5 | "
+            "strong 3-5 | held-out family 1-5 |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, r in results.items():
         for key, s in r["scores"].items():
@@ -183,7 +183,8 @@ def table(results: dict[str, dict]) -> str:
             label = name if key == "plain" else f"{name} {key.removeprefix('plain')}"
             every = len(d) == len(SEVERITIES) * (1 if fam else len(FAMILIES))
             lines.append(
-                f"| {label} | {r['build_s']:.0f} | {r['fit_s']:.0f} | {r['epoch_s']:.1f} | "
+                f"| {label} | {r['epochs']} | {r['build_s']:.0f} | {r['fit_s']:.0f} | "
+                f"{r['epoch_s']:.1f} | "
                 f"{s['clean']:.4f} | {s['macro_f1']:.4f} | "
                 f"{f'{np.mean(vals):.4f}' if every and not fam else ''} | "
                 f"{'' if fam else f'{np.mean(strong):.4f}'} | "
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "quality"))
     ap.add_argument("--rows", default="main,base,lofo,policy,k,mix,lazy")
     ap.add_argument("--epochs", type=int, default=40, help="epochs of the main row")
-    ap.add_argument("--row-epochs", type=int, default=10, help="epochs of the other rows")
-    ap.add_argument("--row-k", type=int, default=5, help="frozen epochs K of the other rows")
+    ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
+    ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
     out = Path(args.out)
