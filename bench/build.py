@@ -30,7 +30,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-UNPACK = Path("/work/shared/data/bloodcells/unpack.py")
+UNPACK = ROOT.parent / "shared" / "data" / "bloodcells" / "unpack.py"  # ../shared
 LINE = re.compile(r"wrote (\d+) images in (\d+) shards.*?: ([\d,]+) images/s, ([\d,.]+) MiB, "
                   r"([\d.]+) s writing, ([\d.]+) s wall")
 
