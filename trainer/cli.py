@@ -104,11 +104,9 @@ def precheck(args: argparse.Namespace) -> None:
 
         resolve_config(fit_flags(args), args.config)
         from builder.format import load_manifest
+        from trainer.config import check_trainable
 
-        classes = load_manifest(args.dir).num_classes
-        if classes < 2:
-            raise InputError(f"{args.dir}: the build has {classes} class; a classifier needs "
-                             "at least 2 (build from data with two or more classes)")
+        check_trainable(load_manifest(args.dir))
         return
     # evaluate and predict take fit's rules for the seed and the batch size
     for name in ("seed", "batch_size"):
@@ -135,9 +133,6 @@ def precheck(args: argparse.Namespace) -> None:
 
         run_files = [Path(args.run) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
         check_not_input(out, [args.input, *run_files], "writing the CSV there", inside_ok=True)
-
-
-FIT_FLAGS = FLAG_NAMES  # the FitConfig fields given by fit's flags
 
 
 def fit_flags(args: argparse.Namespace) -> dict:
@@ -195,8 +190,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from trainer import config as cfgmod
     from trainer.fit import fit
 
-    flags = {k: getattr(args, k, None) for k in FIT_FLAGS}
-    flags["build_dir"] = args.dir
+    flags = fit_flags(args)
     run = Path(args.out)
     base = None
     if args.resume and not args.overwrite and (run / cfgmod.CONFIG_NAME).is_file():

@@ -145,6 +145,15 @@ def resolve_config(
     return FitConfig(**values).validate(config_file or "command line")
 
 
+def check_trainable(manifest: Any) -> None:
+    """A build a classifier can learn from: two classes or more (a softmax over one class
+    learns nothing, and its labels break the stream)."""
+    if manifest.num_classes < 2:
+        raise InputError(f"{manifest.root}: the build has {manifest.num_classes} class; a "
+                         "classifier needs at least 2 (build from data with two or more "
+                         "classes)")
+
+
 def load_run_config(run_dir: str | Path) -> FitConfig:
     """The FitConfig stored in ``RUN/config.json``; InputError naming the file if unusable."""
     path = Path(run_dir) / CONFIG_NAME

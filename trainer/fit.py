@@ -122,6 +122,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
               eager: bool) -> Plan:
     """Open the build and its streams and decide devices and batches; writes nothing."""
     manifest = load_manifest(cfg.build_dir)
+    cfgmod.check_trainable(manifest)
     gpu = _gpu_present()
     strategy = (tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored"
                 else tf.distribute.get_strategy())

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from builder.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
 from builder.errors import InputError
-from builder.format import load_manifest
 from builder.owned import FIT_OWN, fit_inputs, removable, remove
 from builder.shards import check_free_space
 from trainer import checkpoint as ckpt
@@ -31,10 +30,6 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
     """
     if run.exists() and not run.is_dir():
         raise InputError(f"{run}: exists and is not a folder")
-    classes = load_manifest(cfg.build_dir).num_classes
-    if classes < 2:  # a softmax over one class learns nothing, and the stream's labels break
-        raise InputError(f"{cfg.build_dir}: the build has {classes} class; a classifier needs "
-                         "at least 2 (build from data with two or more classes)")
     # A full disk is refused now, not by HDF5 mid-epoch (which can crash the process): a run
     # holds ~6 float32 copies of the parameters (model, checkpoint + Adam slots, best, coarse).
     existing = next(p for p in (run.absolute(), *run.absolute().parents) if p.exists())
