@@ -102,8 +102,7 @@ def run_cli(argv: list[str], log: Path) -> float:
 def score_run(run_dir: Path, build: Path, family: str | None, extra: bool) -> dict:
     """Clean and distorted accuracy of a run on its build's test split."""
     from trainer import tta as tta_module
-    from trainer.distort import distort
-    from trainer.evaluate import load_inputs, load_run, score
+    from trainer.evaluate import load_inputs, load_run, robustness, score
 
     run = load_run(run_dir)
     inputs = load_inputs(run, str(build), "test")
@@ -114,14 +113,13 @@ def score_run(run_dir: Path, build: Path, family: str | None, extra: bool) -> di
         t = time.perf_counter()
         proba = tta_module.predict_proba(run.model, inputs.images, 256, tta, adapt)
         m = score(inputs.labels, proba, run.class_names)
-        res = {"clean": m["accuracy"], "macro_f1": m["macro_f1"], "dist": {}}
         # TTA costs 8x: the variants are scored at the strong severities only
-        for fam in ([family] if family else FAMILIES):
-            for s in (SEVERITIES if key == "plain" else STRONG):
-                p = tta_module.predict_proba(run.model, distort(inputs.images, fam, s, 0), 256,
-                                             tta, adapt)
-                res["dist"][f"{fam}/{s}"] = float((p.argmax(1) == inputs.labels).mean())
-        res["eval_s"] = time.perf_counter() - t
+        rob = robustness(run, inputs, SEVERITIES if key == "plain" else STRONG, 0, 256, tta,
+                         adapt, families=[family] if family else FAMILIES)
+        res = {"clean": m["accuracy"], "macro_f1": m["macro_f1"],
+               "dist": {f"{fam}/{s}": v["accuracy"] for fam, row in rob["results"].items()
+                        for s, v in row.items()},
+               "eval_s": time.perf_counter() - t}
         out[key] = res
         print(f"  {key}: clean {res['clean']:.4f}, dist mean "
               f"{np.mean(list(res['dist'].values())):.4f} ({res['eval_s']:.0f} s)", flush=True)

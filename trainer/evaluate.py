@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,14 +231,17 @@ def confusion_png(cm: np.ndarray, class_names: list[str], title: str) -> bytes:
 # --- the command --------------------------------------------------------------------------
 
 
-def robustness(run: Run, inputs: Inputs, severities: int, seed: int,
-               batch_size: int, tta: bool = False, adapt_bn: bool = False) -> dict[str, Any]:
-    """Accuracy and macro F1 under each distortion family at severities 1..``severities``;
-    with ``adapt_bn`` the BatchNorm statistics are adapted to each distorted set."""
+def robustness(run: Run, inputs: Inputs, severities: int | Sequence[int], seed: int,
+               batch_size: int, tta: bool = False, adapt_bn: bool = False,
+               families: Sequence[str] = tuple(FAMILIES)) -> dict[str, Any]:
+    """Accuracy and macro F1 under each distortion family at severities 1..``severities`` (or
+    those listed); with ``adapt_bn`` the BatchNorm statistics are adapted to each distorted
+    set."""
     from tqdm import tqdm
 
+    levels = range(1, severities + 1) if isinstance(severities, int) else list(severities)
     table: dict[str, dict[str, dict[str, float]]] = {}
-    jobs = [(f, s) for f in FAMILIES for s in range(1, severities + 1)]
+    jobs = [(f, s) for f in families for s in levels]
     for family, sev in tqdm(jobs, desc="distortions", file=sys.stderr, disable=None):
         proba = predict_proba(run.model, distort(inputs.images, family, sev, seed), batch_size,
                               tta, adapt_bn)
@@ -245,7 +249,7 @@ def robustness(run: Run, inputs: Inputs, severities: int, seed: int,
         table.setdefault(family, {})[str(sev)] = {"accuracy": m["accuracy"],
                                                   "macro_f1": m["macro_f1"]}
     accs = [v["accuracy"] for fam in table.values() for v in fam.values()]
-    return {"seed": seed, "severities": list(range(1, severities + 1)), "results": table,
+    return {"seed": seed, "severities": list(levels), "results": table,
             "mean_accuracy": float(np.mean(accs)) if accs else 0.0}
 
 
