@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("fit", help="train a coarse phase, then fine-tune; resumable")
+    p = sub.add_parser("fit", help="train from the shards (from scratch, or coarse phase + "
+                       "fine-tuning from pretrained weights); resumable")
     p.add_argument("dir", help=FIT_OPTIONS["build_dir"].help)
     p.add_argument("--out", required=True, help="run directory to write")
     add_flags(p, FIT_OPTIONS.values())  # every FitConfig field that has a flag
