@@ -76,6 +76,7 @@ class WorkerContext:
     class_names: list[str]
     policy: Policy
     seed: int
+    encoding: str = fmt.RAW  # the build's; val/test shards take fmt.split_encoding of it
 
 
 @dataclass
@@ -168,6 +169,7 @@ def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
         ctx.build_dir.root / task.relpath, images, labels, task.rows,
         class_names=ctx.class_names, split=task.split, shard_index=task.index,
         epoch=task.epoch, policy_hash=policy_hash, soft_labels=soft, relpath=task.relpath,
+        encoding=fmt.split_encoding(ctx.encoding, task.split),
     )
     ctx.build_dir.mark_done(entry)
     return entry
@@ -329,8 +331,10 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
     done = bdir.finished_shards(t.relpath for t in tasks)
     pending = [t for t in tasks if t.relpath not in done]
     # Refuse a full disk now, not with a crashed worker later (HDF5 copes badly with ENOSPC).
+    per_image = _image_bytes(ds.images, policy, cfg)
     needed = sum(shard_bytes_estimate(len(t.rows), image_shape, len(class_names),
-                                      t.split == "train" and policy.mix is not None)
+                                      t.split == "train" and policy.mix is not None,
+                                      per_image[t.split == "train"])
                  for t in pending)
     if not bdir.input_npy.is_file():
         needed += ds.images.nbytes
@@ -338,7 +342,8 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
     bdir.write_input(ds.images)
     del ds  # workers read the memory map; the parent need not hold the pixels
 
-    ctx = WorkerContext(BuildDir(bdir.root.absolute()), class_names, policy, cfg.seed)
+    ctx = WorkerContext(BuildDir(bdir.root.absolute()), class_names, policy, cfg.seed,
+                        cfg.encode)
 
     result = BuildResult(status="built", shards_kept=len(done))
     t_write = time.perf_counter()
@@ -380,5 +385,26 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
         input={"path": cfg.input, "fingerprint": key["input_fingerprint"],
                "num_samples": num_samples, "skipped": skipped},
         split=split_summary, scan=scan_summary, frozenaug_version=builder.__version__,
+        encoding=cfg.encode,
     ))
     return result
+
+
+def _image_bytes(images: np.ndarray, policy: Policy, cfg: BuildConfig) -> dict[bool, int | None]:
+    """Stored bytes per image to plan disk space with, for {is train: bytes}; None is raw.
+    Encoded, measured on a few images as they will be written (train ones augmented)."""
+    from builder.codec import bytes_estimate
+
+    sample = np.asarray(images[:16])
+    out: dict[bool, int | None] = {}
+    for train in (True, False):
+        enc = fmt.split_encoding(cfg.encode, "train" if train else "val")
+        if enc == fmt.RAW:
+            out[train] = None
+            continue
+        x = sample
+        if train:
+            x = Augmenter(policy).augment_batch(
+                sample, [sample_seed(cfg.seed, 0, i) for i in range(len(sample))])
+        out[train] = bytes_estimate(x, enc)
+    return out

@@ -56,6 +56,10 @@ def _fractions(v: Any) -> tuple[float, float, float]:
     return tuple(float(x) for x in parse_fractions(v))  # type: ignore[return-value]
 
 
+def _encoding(v: Any) -> str:
+    return str(fmt.parse_encoding(v))  # canonical: "jpeg" is recorded as "jpeg:95"
+
+
 def _droppable() -> tuple[str, ...]:
     from builder.families import DROPPABLE  # imports the ops: only when a value is checked
 
@@ -100,6 +104,9 @@ class BuildConfig:
         "copes with that unseen family; or mix, the MixUp/CutMix stage, for fit --mix fresh",
         choices=_droppable, none_ok=True)
     shard_size: int = option(fmt.DEFAULT_SHARD_SIZE, "images per shard", lo=1, hi=2**31 - 1)
+    encode: str = option(fmt.RAW, "how shards store images: raw, png, jpeg[:Q] (Q 1..100, "
+                         "default 95), webp (lossless) or webp:Q (1..100); a lossy one applies "
+                         "to train shards only, val/test stay exact", parse=_encoding)
     clean: bool = option(True, "skip the scan; keep every input image", negate="--no-clean")
     backend: str = option("loky", "joblib backend (dask needs --scheduler)", choices=BACKENDS)
     scheduler: str | None = option(None, "dask.distributed scheduler address", none_ok=True)

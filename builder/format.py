@@ -3,10 +3,19 @@
 A build directory holds ``manifest.json`` and HDF5 shards; the manifest is written last and is
 the only way in (readers never glob). See docs/FORMAT.md for the user-facing description.
 
-Each shard ``<split>/...h5`` holds:
+Each shard ``<split>/...h5`` holds the images in one of two layouts, by its ``encoding``:
 
-* ``images``       uint8  (n, H, W, 3), RGB, chunked in blocks of ``CHUNK_IMAGES`` whole images,
+* raw: ``images``  uint8  (n, H, W, 3), RGB, chunked in blocks of ``CHUNK_IMAGES`` whole images,
                    uncompressed (these images barely compress and gzip/lzf slow reads 3-15x)
+* encoded (png, jpeg:Q, webp, webp:Q; schema 2):
+  ``image_bytes``   uint8 (total,), every image's encoded file (PNG, JPEG, WebP) back to back in
+                    row order, contiguous in the file (a block of rows is one byte range: one
+                    read, no chunk index)
+  ``image_offsets`` int64 (n+1,), image i is ``image_bytes[offsets[i]:offsets[i+1]]``
+
+(not an HDF5 variable-length dataset: h5py turns those into Python objects, one at a time,
+behind its global lock) and, in both layouts:
+
 * ``labels``       int32  (n,), the class index (for a mixed sample: the class with most mass)
 * ``soft_labels``  float32 (n, C), only in shards whose policy mixes samples (MixUp/CutMix)
 * ``source_index`` int64  (n,), the sample's row in the input data set
@@ -34,7 +43,8 @@ import numpy as np
 from builder.errors import InputError
 
 FORMAT_NAME = "frozenaug-hdf5"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the ``encoding`` (manifest field, shard attribute), encoded layout
+READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: every shard raw, no ``encoding`` anywhere
 MANIFEST_NAME = "manifest.json"
 
 SPLITS = ("train", "val", "test")
@@ -43,6 +53,8 @@ DS_IMAGES = "images"
 DS_LABELS = "labels"
 DS_SOFT_LABELS = "soft_labels"
 DS_SOURCE_INDEX = "source_index"
+DS_IMAGE_BYTES = "image_bytes"
+DS_IMAGE_OFFSETS = "image_offsets"
 
 ATTR_SCHEMA_VERSION = "schema_version"
 ATTR_CLASS_NAMES = "class_names"  # JSON list of strings
@@ -50,17 +62,74 @@ ATTR_SPLIT = "split"
 ATTR_EPOCH = "epoch"  # frozen epoch for train shards, -1 for val/test
 ATTR_SHARD_INDEX = "shard_index"
 ATTR_POLICY_HASH = "policy_hash"
+ATTR_ENCODING = "encoding"  # schema 2: the shard's canonical encoding ("raw", "jpeg:95", ...)
 
 IMAGE_DTYPE = "uint8"
 LABEL_DTYPE = "int32"
 SOFT_LABEL_DTYPE = "float32"
 SOURCE_INDEX_DTYPE = "int64"
+IMAGE_BYTES_DTYPE = "uint8"
+IMAGE_OFFSETS_DTYPE = "int64"
 DATASET_DTYPES = {
     DS_IMAGES: IMAGE_DTYPE,
     DS_LABELS: LABEL_DTYPE,
     DS_SOURCE_INDEX: SOURCE_INDEX_DTYPE,
     DS_SOFT_LABELS: SOFT_LABEL_DTYPE,
+    DS_IMAGE_BYTES: IMAGE_BYTES_DTYPE,
+    DS_IMAGE_OFFSETS: IMAGE_OFFSETS_DTYPE,
 }
+
+# --- encodings ----------------------------------------------------------------------------
+# Canonical spellings: "raw", "png", "jpeg:Q" (Q 1..100), "webp" (lossless), "webp:Q" (Q 1..100,
+# lossy). "jpeg" alone means "jpeg:95"; "webp:101" is cv2's own spelling of lossless, read as
+# "webp". Lossy ones apply to train shards only (``split_encoding``).
+RAW = "raw"
+CODECS = ("raw", "png", "jpeg", "webp")
+DEFAULT_JPEG_QUALITY = 95
+ENCODING_RULE = "raw, png, jpeg, jpeg:Q, webp (lossless) or webp:Q, Q an integer in 1..100"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """A parsed encoding: the codec and its quality (None for raw, png and lossless webp)."""
+
+    codec: str
+    quality: int | None = None
+
+    @property
+    def lossless(self) -> bool:
+        return self.quality is None
+
+    def __str__(self) -> str:
+        return self.codec if self.quality is None else f"{self.codec}:{self.quality}"
+
+
+def parse_encoding(text: Any) -> Encoding:
+    """``text`` as an Encoding; ``str()`` of it is the canonical spelling.
+
+    Raises:
+        ValueError: not one of ``ENCODING_RULE``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"must be {ENCODING_RULE}, got {text!r}")
+    codec, sep, q = text.strip().lower().partition(":")
+    if codec not in CODECS or (sep and codec in ("raw", "png")):
+        raise ValueError(f"must be {ENCODING_RULE}, got {text!r}")
+    if not sep:
+        return Encoding("jpeg", DEFAULT_JPEG_QUALITY) if codec == "jpeg" else Encoding(codec)
+    top = 101 if codec == "webp" else 100
+    if not q.isdigit() or not 1 <= int(q) <= top:
+        raise ValueError(f"quality must be an integer in 1..100, got {text!r} ({ENCODING_RULE})")
+    return Encoding(codec) if int(q) == 101 else Encoding(codec, int(q))
+
+
+def split_encoding(encoding: str | Encoding, split: str) -> str:
+    """The canonical encoding of a split's shards in a build encoded ``encoding``: train shards
+    take it as given; val and test take it only if it is lossless, else stay raw, so that
+    evaluation always sees the input's exact pixels."""
+    enc = encoding if isinstance(encoding, Encoding) else parse_encoding(encoding)
+    return str(enc) if split == "train" or enc.lossless else RAW
+
 
 # 64 images of 96x96x3 are a 1.7 MiB chunk: large enough that a chunk-aligned slice is one
 # sequential read, small enough that a shuffle can pick among many chunks.
@@ -140,6 +209,19 @@ class Manifest:
     def path_of(self, shard: ShardEntry) -> Path:
         return self.root / shard.path
 
+    @property
+    def schema_version(self) -> int:
+        return int(self.raw["schema_version"])
+
+    @property
+    def encoding(self) -> str:
+        """The build's encoding (canonical; ``"raw"`` for a schema-1 build)."""
+        return str(self.raw.get("encoding", RAW))
+
+    def encoding_of(self, shard: ShardEntry) -> str:
+        """How this shard's images are stored (``split_encoding`` of the build's)."""
+        return split_encoding(self.encoding, shard.split)
+
 
 def load_manifest(build_dir: str | os.PathLike) -> Manifest:
     """Read and check a build directory's manifest; refuse anything not written by this format.
@@ -161,11 +243,20 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not a {FORMAT_NAME} manifest")
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
+        known = " and ".join(map(str, READABLE_SCHEMA_VERSIONS))
         raise InputError(
-            f"{path}: schema version {version!r}, this frozenaug reads version {SCHEMA_VERSION}; "
+            f"{path}: schema version {version!r}, this frozenaug reads versions {known}; "
             "rebuild the shards with this version"
         )
+    if version == 1 and "encoding" in raw:
+        raise InputError(f"{path}: malformed manifest (schema version 1 has no encoding)")
+    if version >= 2:
+        try:
+            if str(parse_encoding(raw.get("encoding"))) != raw.get("encoding"):
+                raise ValueError(f"not in canonical spelling: {raw.get('encoding')!r}")
+        except ValueError as e:
+            raise InputError(f"{path}: malformed manifest (encoding {e})") from None
     try:
         return Manifest(
             root=root,
@@ -187,14 +278,17 @@ def make_manifest(
     epochs: int,
     seed: int,
     shards: list[ShardEntry],
+    encoding: str = RAW,
     **extra: Any,
 ) -> dict[str, Any]:
     """The manifest as a JSON-ready dict: the fields readers rely on plus builder ``extra``
     (config, policy, input fingerprint, split and scan summaries). Nothing in it may depend on
-    time, worker count or output path, so equal builds give byte-equal manifests."""
+    time, worker count or output path, so equal builds give byte-equal manifests. ``encoding``
+    is the train shards' (see ``split_encoding`` for val/test)."""
     core = {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
+        "encoding": str(parse_encoding(encoding)),
         "class_names": list(class_names),
         "image_shape": [int(v) for v in image_shape],
         "epochs": int(epochs),
@@ -242,11 +336,13 @@ def _attr(f: h5py.File, name: str) -> Any:
 
 def _attr_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
     want: dict[str, Any] = {
-        ATTR_SCHEMA_VERSION: SCHEMA_VERSION,
+        ATTR_SCHEMA_VERSION: m.schema_version,
         ATTR_SPLIT: entry.split,
         ATTR_EPOCH: entry.epoch,
         ATTR_SHARD_INDEX: entry.index,
     }
+    if m.schema_version >= 2:
+        want[ATTR_ENCODING] = m.encoding_of(entry)
     if entry.split == "train" and "policy_hash" in m.raw:
         want[ATTR_POLICY_HASH] = m.raw["policy_hash"]
     found = [f"attribute {name} is {got!r}, manifest says {value!r}"
@@ -263,7 +359,12 @@ def _attr_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
 
 def _dataset_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
     n, c = entry.samples, m.num_classes
-    shapes = {DS_IMAGES: (n, *m.image_shape), DS_LABELS: (n,), DS_SOURCE_INDEX: (n,)}
+    encoded = m.encoding_of(entry) != RAW
+    shapes: dict[str, tuple[int, ...] | None] = {DS_LABELS: (n,), DS_SOURCE_INDEX: (n,)}
+    if encoded:  # the byte count is whatever the offsets say (checked below)
+        shapes.update({DS_IMAGE_BYTES: None, DS_IMAGE_OFFSETS: (n + 1,)})
+    else:
+        shapes[DS_IMAGES] = (n, *m.image_shape)
     if entry.soft_labels:
         shapes[DS_SOFT_LABELS] = (n, c)
     found = [f"unexpected dataset {k!r}" for k in f if k not in shapes]
@@ -271,8 +372,14 @@ def _dataset_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]
         ds, dtype = f.get(name), np.dtype(DATASET_DTYPES[name])
         if not isinstance(ds, h5py.Dataset):
             found.append(f"dataset {name!r} missing")
-        elif ds.dtype != dtype or ds.shape != shape:
-            found.append(f"dataset {name!r} is {ds.dtype} {ds.shape}, expected {dtype} {shape}")
+        elif ds.dtype != dtype or (ds.shape != shape if shape else ds.ndim != 1):
+            want = shape if shape else "(bytes,)"
+            found.append(f"dataset {name!r} is {ds.dtype} {ds.shape}, expected {dtype} {want}")
+    if not found and encoded:
+        off = f[DS_IMAGE_OFFSETS][()]
+        if off[0] != 0 or np.any(np.diff(off) < 1) or off[-1] != len(f[DS_IMAGE_BYTES]):
+            found.append(f"{DS_IMAGE_OFFSETS} are not 0, increasing, ending at the "
+                         f"{len(f[DS_IMAGE_BYTES])} bytes of {DS_IMAGE_BYTES}")
     if found or not n:
         return found
     # Contents, small beside the images: the labels the reader turns into targets must be
@@ -307,12 +414,37 @@ def problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
     return _attr_problems(f, entry, m) + _dataset_problems(f, entry, m)
 
 
+def image_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
+    """The images of an encoded shard that do not decode, or decode to another shape than the
+    manifest's (every image is decoded: ~10,000 JPEGs of 96x96 a second); nothing for a raw
+    shard, whose every byte is a pixel. Call after ``problems`` found nothing."""
+    enc = m.encoding_of(entry)
+    if enc == RAW or not entry.samples:
+        return []
+    from builder import codec  # cv2: only for a check that decodes
+
+    data, off = f[DS_IMAGE_BYTES][()], f[DS_IMAGE_OFFSETS][()]
+    out = np.empty((1, *m.image_shape), np.uint8)
+    bad = []
+    for i in range(entry.samples):
+        try:
+            codec.decode_into(data[off[i]:off[i + 1]], out[0], enc)
+        except ValueError as e:
+            bad.append((i, str(e)))
+    if not bad:
+        return []
+    first = ", ".join(f"image {i} {why}" for i, why in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return [f"{len(bad)} of {entry.samples} {enc} images unreadable: {first}{more}"]
+
+
 @contextlib.contextmanager
-def checked_shard(m: Manifest, entry: ShardEntry, *,
-                  checksum: bool = False) -> Iterator[tuple[h5py.File | None, list[str]]]:
+def checked_shard(m: Manifest, entry: ShardEntry, *, checksum: bool = False,
+                  decode: bool = False) -> Iterator[tuple[h5py.File | None, list[str]]]:
     """Open a shard and check it: yields (the open file, or None if it cannot be opened;
     everything wrong with it). With ``checksum`` its sha256 is compared too (one read of the
-    whole file), which catches a changed image byte that no structural check sees."""
+    whole file), which catches a changed image byte that no structural check sees; with
+    ``decode`` every encoded image is decoded (``image_problems``)."""
     path = m.path_of(entry)
     if not path.is_file():
         yield None, ["shard listed in the manifest is missing"]
@@ -329,6 +461,8 @@ def checked_shard(m: Manifest, entry: ShardEntry, *,
     with f:
         try:
             found += problems(f, entry, m)
+            if decode and not found:
+                found += image_problems(f, entry, m)
         except (OSError, KeyError, ValueError, TypeError) as e:
             found.append(f"unreadable or truncated HDF5 file ({type(e).__name__}: {e})")
         yield f, found

@@ -24,10 +24,17 @@ from builder.owned import check_not_input
 Sample = tuple[np.ndarray, int, np.ndarray | None]  # image, label, soft labels or None
 
 
-def _samples(f: h5py.File, positions: list[int]) -> list[Sample]:
+def _samples(m: fmt.Manifest, shard: fmt.ShardEntry, f: h5py.File,
+             positions: list[int]) -> list[Sample]:
+    from builder.codec import shard_images
+
     soft = f.get(fmt.DS_SOFT_LABELS)
-    return [(f[fmt.DS_IMAGES][p], int(f[fmt.DS_LABELS][p]),
-             None if soft is None else soft[p]) for p in positions]
+    try:
+        images = shard_images(f, positions, m.encoding_of(shard), tuple(m.image_shape))
+    except ValueError as e:  # a corrupt encoded image
+        raise InputError(f"{m.path_of(shard)}: {e}") from None
+    return [(image, int(f[fmt.DS_LABELS][p]), None if soft is None else soft[p])
+            for image, p in zip(images, positions, strict=True)]
 
 
 def first_samples(m: fmt.Manifest, n: int) -> tuple[list[int], list[Sample]]:
@@ -38,7 +45,7 @@ def first_samples(m: fmt.Manifest, n: int) -> tuple[list[int], list[Sample]]:
         with fmt.open_shard(m, shard) as f:
             take = list(range(min(n - len(rows), shard.samples)))
             rows += [int(r) for r in f[fmt.DS_SOURCE_INDEX][: len(take)]]
-            samples += _samples(f, take)
+            samples += _samples(m, shard, f, take)
         if len(rows) == n:
             break
     return rows, samples
@@ -52,7 +59,7 @@ def samples_of_epoch(m: fmt.Manifest, epoch: int, rows: list[int]) -> list[Sampl
         with fmt.open_shard(m, shard) as f:
             src = f[fmt.DS_SOURCE_INDEX][()]
             hits = [p for p, r in enumerate(src) if int(r) in wanted and int(r) not in found]
-            for p, sample in zip(hits, _samples(f, hits), strict=True):
+            for p, sample in zip(hits, _samples(m, shard, f, hits), strict=True):
                 found[int(src[p])] = sample
     return [found.get(r) for r in rows]
 

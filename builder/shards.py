@@ -29,9 +29,12 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def shard_bytes_estimate(n: int, image_shape: tuple[int, ...], num_classes: int,
-                         soft_labels: bool) -> int:
-    """An upper estimate of a shard's file size (uncompressed data plus HDF5's overhead)."""
-    per_image = int(np.prod(image_shape)) + 4 + 8 + (4 * num_classes if soft_labels else 0)
+                         soft_labels: bool, image_bytes: int | None = None) -> int:
+    """An upper estimate of a shard's file size (data plus HDF5's overhead). ``image_bytes``:
+    the stored bytes of one image, default its raw pixels (``builder.codec.bytes_estimate``
+    gives it for an encoding); an encoded image also has its 8-byte offset."""
+    per_image = (int(np.prod(image_shape)) if image_bytes is None else image_bytes + 8)
+    per_image += 4 + 8 + (4 * num_classes if soft_labels else 0)
     return n * per_image + SHARD_OVERHEAD_BYTES
 
 
@@ -83,8 +86,11 @@ def write_shard(
     policy_hash: str = "",
     soft_labels: np.ndarray | None = None,
     relpath: str | None = None,
+    encoding: str = fmt.RAW,
 ) -> fmt.ShardEntry:
-    """Write a shard under a temporary name, then rename it into place.
+    """Write a shard under a temporary name, then rename it into place. ``encoding``
+    (canonical, see ``builder.format.parse_encoding``) is how the images are stored; the caller
+    picks it per split (``builder.format.split_encoding``).
 
     The file's bytes depend only on the arguments (no timestamps), so equal inputs give equal
     sha256 whichever process writes them.
@@ -96,14 +102,22 @@ def write_shard(
         raise ValueError("images, labels and source_index must have the same length")
     if soft_labels is not None and soft_labels.shape != (n, len(class_names)):
         raise ValueError(f"soft_labels must be ({n}, {len(class_names)}), got {soft_labels.shape}")
+    encoding = str(fmt.parse_encoding(encoding))
+    encoded = None
+    if encoding != fmt.RAW:
+        from builder.codec import encode_images  # cv2: only for an encoded shard
+
+        encoded = encode_images(images, encoding)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    needed = shard_bytes_estimate(n, images.shape[1:], len(class_names), soft_labels is not None)
+    # Encoded, the size is known exactly now, before HDF5 touches the disk.
+    needed = shard_bytes_estimate(n, images.shape[1:], len(class_names), soft_labels is not None,
+                                  None if encoded is None else -(-len(encoded[0]) // max(n, 1)))
     check_free_space(path.parent, needed, str(path))
     try:
         digest = _write(path, images, labels, source_index, soft_labels, class_names=class_names,
                         split=split, shard_index=shard_index, epoch=epoch,
-                        policy_hash=policy_hash)
+                        policy_hash=policy_hash, encoding=encoding, encoded=encoded)
     except (OSError, RuntimeError) as e:
         if not _is_disk_full(e):
             raise
@@ -127,19 +141,26 @@ def write_shard(
 
 def _write(path: Path, images: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
            soft_labels: np.ndarray | None, *, class_names: list[str], split: str,
-           shard_index: int, epoch: int, policy_hash: str) -> str:
+           shard_index: int, epoch: int, policy_hash: str, encoding: str,
+           encoded: tuple[np.ndarray, np.ndarray] | None) -> str:
     """The HDF5 file under a temporary name, renamed into place; returns its sha256."""
     n = len(images)
     with atomic_path(path) as tmp:
         # libver pinned and times untracked: HDF5 then writes the same bytes for the same data.
         with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
-            chunk = (max(1, min(n, fmt.CHUNK_IMAGES)), *images.shape[1:])
             # Each dataset is flushed at once: HDF5 allocates a chunk's file space when the
             # dataset is closed, and a thread holding frames (dask's profiler) can delay that
             # close and so move the chunk, changing the file's bytes.
-            f.create_dataset(
-                fmt.DS_IMAGES, data=images, chunks=chunk if n else None, track_times=False
-            ).id.flush()
+            if encoded is None:
+                chunk = (max(1, min(n, fmt.CHUNK_IMAGES)), *images.shape[1:])
+                f.create_dataset(
+                    fmt.DS_IMAGES, data=images, chunks=chunk if n else None, track_times=False
+                ).id.flush()
+            else:  # contiguous: a block of rows is one byte range at a known file offset
+                f.create_dataset(fmt.DS_IMAGE_BYTES, data=encoded[0], track_times=False
+                                 ).id.flush()
+                f.create_dataset(fmt.DS_IMAGE_OFFSETS, data=encoded[1], track_times=False
+                                 ).id.flush()
             f.create_dataset(
                 fmt.DS_LABELS, data=labels.astype(fmt.LABEL_DTYPE), track_times=False
             ).id.flush()
@@ -160,4 +181,5 @@ def _write(path: Path, images: np.ndarray, labels: np.ndarray, source_index: np.
             f.attrs[fmt.ATTR_EPOCH] = int(epoch)
             f.attrs[fmt.ATTR_SHARD_INDEX] = int(shard_index)
             f.attrs[fmt.ATTR_POLICY_HASH] = policy_hash
+            f.attrs[fmt.ATTR_ENCODING] = encoding
         return sha256_file(tmp)

@@ -2,8 +2,9 @@
 
 ``verify`` reads each shard's bytes (sha256) and runs the format's one check of a shard against
 the manifest (``builder.format.problems``: attributes, dataset names, dtypes and shapes, labels
-and their per-class counts, source rows, soft labels), which the reader runs too. It names every
-bad shard and what is wrong with it, and exits 2 if any is.
+and their per-class counts, source rows, soft labels), which the reader runs too; in encoded
+shards it also decodes every image (``builder.format.image_problems``). It names every bad
+shard and what is wrong with it, and exits 2 if any is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{m.root / fmt.MANIFEST_NAME}: {problem}", file=sys.stderr)
         bad += 1
     for s in tqdm(m.shards, unit="shard", desc="verify", disable=None, file=sys.stderr):
-        with fmt.checked_shard(m, s, checksum=True) as (_, problems):
+        with fmt.checked_shard(m, s, checksum=True, decode=True) as (_, problems):
             pass
         if problems:
             bad += 1
@@ -70,7 +71,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"input      {inp.get('path', '?')}  ({inp.get('num_samples', '?')} images, "
           f"fingerprint {str(inp.get('fingerprint', '?'))[:16]})")
     print(f"classes    {m.num_classes}: {', '.join(m.class_names)}")
-    print(f"images     {'x'.join(str(v) for v in m.image_shape)} uint8")
+    stored = {m.encoding_of(s) for s in m.shards if s.split == "train"}
+    held = {m.encoding_of(s) for s in m.shards if s.split != "train"}
+    print(f"images     {'x'.join(str(v) for v in m.image_shape)} uint8, stored "
+          f"{', '.join(sorted(stored)) or m.encoding} (train)"
+          + (f", {', '.join(sorted(held))} (val/test)" if held else ""))
     policy = raw.get("policy") or {}
     print(f"policy     {policy.get('name', '?')}  hash {str(raw.get('policy_hash', '?'))[:16]}  "
           f"mix {json.dumps(policy.get('mix'))}")

@@ -260,6 +260,18 @@ add("intake",
                                  labels=np.arange(4) % 2)),
     )
 
+# --- encoded shards: a bad --encode fails before anything is written ---------------------------
+add("encode",
+    build_quality_101=b(["build", "data.npz", "--out", "o", *COMMON, "--encode", "jpeg:101"],
+                        ("--encode", "1..100")),
+    build_unknown_codec=b(["build", "data.npz", "--out", "o", *COMMON, "--encode", "gif"],
+                          ("--encode", "gif")),
+    build_png_quality=b(["build", "data.npz", "--out", "o", *COMMON, "--encode", "png:5"],
+                        ("--encode", "png:5")),
+    build_config_webp_0=b(["build", "data.npz", "--out", "o", *COMMON, "--config", "c.yaml"],
+                          ("c.yaml", "encode"), prep=write("c.yaml", "encode: webp:0\n")),
+    )
+
 from cases_cli_more import FULL_CASES, more_cases  # noqa: E402  (they use the helpers above)
 
 CASES.update(more_cases())

@@ -83,3 +83,12 @@ def raw_chunk_offsets(images: h5py.Dataset) -> list[int] | None:
             return None
         offsets.append(int(info.byte_offset))
     return offsets
+
+
+def contiguous_offset(ds: h5py.Dataset) -> int | None:
+    """File offset of a dataset's bytes if it is stored contiguously (unchunked, unfiltered,
+    allocated), else None: then any slice of it is one plain read at that offset."""
+    if ds.chunks is not None or ds.dtype != np.uint8:
+        return None
+    offset = ds.id.get_offset()
+    return None if offset is None else int(offset)

@@ -10,6 +10,11 @@ group buffer (recycled by ``rawio.BufferPool`` once nothing refers to it). Only 
 frozen epoch's shards are open, so memory does not depend on K. Every shard is opened through
 ``builder.format.open_shard``, the format's one check against the manifest.
 
+Encoded shards (png, jpeg, webp) are read the same way, one ``preadv`` per block, of that block's
+byte range of ``image_bytes``; a pool of threads (``decode_threads``, kept for the stream's life)
+decodes them straight into the permuted destination rows, while this thread reads the next
+block (``cv2.imdecode`` releases the GIL). A group is yielded once all its images are decoded.
+
 Keras epoch ``e`` reads frozen epoch ``e mod K``; the shuffle is seeded by ``(seed, e)``, so a
 second pass over the same frozen epoch comes in another order.
 """
@@ -20,7 +25,9 @@ import contextlib
 import itertools
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +48,23 @@ Batch = tuple[np.ndarray, np.ndarray]
 DEFAULT_BUFFER_BLOCKS = 16
 
 
+def default_decode_threads() -> int:
+    """Threads that decode encoded shards: up to 4, at most one per core."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @dataclass
 class _OpenShard:
     entry: fmt.ShardEntry
-    images: h5py.Dataset
+    images: h5py.Dataset | None  # raw shards
     targets: np.ndarray  # (n, C) float32: soft labels or one-hot
     block: int  # images per chunk: reads start on multiples of it
     fd: int  # the same file, for raw chunk reads
     offsets: list[int] | None  # file offset of each chunk when chunks are plain bytes
+    encoding: str = fmt.RAW
+    image_offsets: np.ndarray | None = None  # encoded: (n+1,) int64, into image_bytes
+    bytes_at: int | None = None  # encoded: file offset of image_bytes (None: read via h5py)
+    image_bytes: h5py.Dataset | None = None
 
 
 class ShardStream:
@@ -70,6 +86,8 @@ class ShardStream:
         verify: also compare every shard's sha256 with the manifest's now, which catches a
             changed byte inside the image data that no structural check sees; costs one read
             of the whole split (~40,000-60,000 images/s of 96x96, see docs/FAULTS.md).
+        decode_threads: threads decoding the images of encoded shards (default
+            ``default_decode_threads()``); unused for raw shards.
 
     Raises:
         InputError: a missing, unreadable, truncated or mismatching shard, or a split without
@@ -89,11 +107,16 @@ class ShardStream:
         buffer_blocks: int = DEFAULT_BUFFER_BLOCKS,
         validate: bool = True,
         verify: bool = False,
+        decode_threads: int | None = None,
     ) -> None:
         if split not in fmt.SPLITS:
             raise ValueError(f"split must be one of {fmt.SPLITS}, got {split!r}")
         if batch_size < 1 or buffer_blocks < 1:
             raise ValueError("batch_size and buffer_blocks must be >= 1")
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError("decode_threads must be >= 1")
+        self.decode_threads = decode_threads or default_decode_threads()
+        self._pool: ThreadPoolExecutor | None = None  # made on the first encoded block
         m = build_dir_or_manifest
         self.manifest = m if isinstance(m, fmt.Manifest) else fmt.load_manifest(m)
         self.split = split
@@ -254,11 +277,21 @@ class ShardStream:
                 c = len(carry_x)
                 x[to[:c]], y[to[:c]] = carry_x, carry_y
                 pos = c
+                decoding: list[tuple[_OpenShard, Future]] = []
                 for i, a, b in group:
                     s, dest = shards[i], to[pos : pos + b - a]
-                    self._read_rows(s, a, b, x, np.s_[pos : pos + b - a] if rng is None else dest)
+                    if s.image_offsets is not None:
+                        decoding += self._decode_rows(s, a, b, x, dest)
+                    else:
+                        self._read_rows(s, a, b, x,
+                                        np.s_[pos : pos + b - a] if rng is None else dest)
                     y[dest] = s.targets[a:b]
                     pos += b - a
+                for s, done in decoding:
+                    bad = done.result()
+                    if bad is not None:
+                        raise InputError(f"{self.manifest.path_of(s.entry)}: image {bad} of "
+                                         f"{s.entry.samples} {self._why(s, bad)}")
                 full = n if last and not self.drop_remainder else n - n % bs
                 if full:
                     yield x[:full], y[:full]
@@ -274,16 +307,63 @@ class ShardStream:
 
     def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry) -> _OpenShard:
         f = stack.enter_context(fmt.open_shard(self.manifest, entry))
-        images = f[fmt.DS_IMAGES]
+        encoding = self.manifest.encoding_of(entry)
+        images = f[fmt.DS_IMAGES] if encoding == fmt.RAW else None
         if self.soft_labels and entry.soft_labels:
             targets = self._read(entry, lambda: f[fmt.DS_SOFT_LABELS][()]).astype(np.float32)
         else:  # labels are in 0..C-1: open_shard checked them
             hard = self._read(entry, lambda: f[fmt.DS_LABELS][()])
             targets = np.eye(self.num_classes, dtype=np.float32)[hard]
-        block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
         fd = os.open(self.manifest.path_of(entry), os.O_RDONLY)
         stack.callback(os.close, fd)
+        if images is None:  # encoded: blocks of CHUNK_IMAGES rows, each one byte range
+            data = f[fmt.DS_IMAGE_BYTES]
+            offsets = self._read(entry, lambda: f[fmt.DS_IMAGE_OFFSETS][()])
+            return _OpenShard(entry, None, targets, fmt.CHUNK_IMAGES, fd, None, encoding,
+                              offsets, rawio.contiguous_offset(data), data)
+        block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
         return _OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images))
+
+    def _decode_rows(self, s: _OpenShard, a: int, b: int, x: np.ndarray,
+                     dest: np.ndarray) -> list[tuple[_OpenShard, Future]]:
+        """Read rows a:b of an encoded shard (one byte range) and hand their decoding into
+        ``x[dest]`` to the pool, in one task per thread; returns (shard, future of
+        ``codec.decode_rows``) per task."""
+        from builder import codec
+
+        assert s.image_offsets is not None
+        lo, hi = int(s.image_offsets[a]), int(s.image_offsets[b])
+        data = np.empty(hi - lo, np.uint8)
+        if s.bytes_at is not None:
+            if self._read(s.entry, os.preadv, s.fd, [data], s.bytes_at + lo) != hi - lo:
+                path = self.manifest.path_of(s.entry)
+                raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
+        else:
+            data = self._read(s.entry, lambda: s.image_bytes[lo:hi])
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        step = -(-(b - a) // self.decode_threads)
+        tasks = []
+        for r in range(a, b, step):
+            rows = range(r, min(r + step, b))
+            sub = data[int(s.image_offsets[r]) - lo:]
+            tasks.append((s, self._pool.submit(codec.decode_rows, sub, s.image_offsets,
+                                                   rows, x, dest[r - a:], s.encoding)))
+        return tasks
+
+    def _why(self, s: _OpenShard, row: int) -> str:
+        """What is wrong with one image of an encoded shard (decoded again, for the message)."""
+        from builder import codec
+
+        assert s.image_offsets is not None and s.image_bytes is not None
+        lo, hi = int(s.image_offsets[row]), int(s.image_offsets[row + 1])
+        try:
+            codec.decode_into(self._read(s.entry, lambda: s.image_bytes[lo:hi]),
+                              np.empty(self.image_shape, np.uint8), s.encoding)
+        except ValueError as e:
+            return str(e)
+        return f"does not decode as {s.encoding}"
 
     def _read_rows(
         self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice | np.ndarray
