@@ -44,3 +44,32 @@ def test_class_counts_and_entry(tmp_path):
     entry = _write(tmp_path / "s.h5", images, np.array([0, 2, 2, 1, 2]))
     assert entry.samples == 5 and entry.class_counts == [1, 1, 3]
     assert not entry.soft_labels and len(entry.sha256) == 64
+
+
+def test_encoded_shard_needs_only_its_encoded_size_on_disk(tmp_path, monkeypatch):
+    """The free-space check of an encoded shard uses its encoded size, known before HDF5
+    writes: a disk too small for the raw shard takes the JPEG one, and the estimate is above
+    the file's real size."""
+    import cv2
+    import pytest
+
+    from builder import shards
+    from builder.errors import InputError
+
+    coarse = np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3)).astype(np.float32)
+    images = np.stack([cv2.resize(c, (48, 48)) for c in coarse]).astype(np.uint8)
+    labels = np.arange(64) % 3
+    ref = write_shard(tmp_path / "ref.h5", images, labels, np.arange(64), class_names=CLASSES,
+                      split="train", shard_index=0, epoch=0, encoding="jpeg:90")
+    size = (tmp_path / "ref.h5").stat().st_size
+    from builder.codec import encode_images
+
+    per_image = -(-len(encode_images(images, "jpeg:90")[0]) // 64)
+    free = shards.shard_bytes_estimate(64, images.shape[1:], 3, False, per_image)
+    assert size < free < shards.shard_bytes_estimate(64, images.shape[1:], 3, False)
+    monkeypatch.setattr(shards, "free_bytes", lambda folder: free)
+    with pytest.raises(InputError, match="not enough disk space"):
+        _write(tmp_path / "raw.h5", images, labels)
+    assert write_shard(tmp_path / "jpeg.h5", images, labels, np.arange(64), class_names=CLASSES,
+                       split="train", shard_index=0, epoch=0, encoding="jpeg:90"
+                       ).sha256 == ref.sha256
