@@ -1,6 +1,6 @@
 """Read benchmark: images/s of the shard reader vs in-memory numpy vs lazy augmentation.
 
-    python bench/read.py [BUILD_DIR] [--batch-size 64] [--epochs 10]
+    python bench/read.py [BUILD_DIR] [--batch-size 64] [--epochs 10] [--encode jpeg:95]
 
 Without BUILD_DIR it writes one to /tmp/frozenaug-bench-build from the shared blood-cell set:
 each of 10 frozen epochs is every image (flipped/rotated as a stand-in for augmentation) in
@@ -55,11 +55,12 @@ def load_source(n_synthetic: int = 12000) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_bench_build(out: Path, epochs: int = 10, shard_size: int = fmt.DEFAULT_SHARD_SIZE,
-                     limit: int | None = None) -> Path:
-    """A build directory of ``epochs`` frozen epochs of the source images (reused if present)."""
+                     limit: int | None = None, encoding: str = fmt.RAW) -> Path:
+    """A build directory of ``epochs`` frozen epochs of the source images, stored ``encoding``
+    (reused if present)."""
     if (out / fmt.MANIFEST_NAME).is_file():
         m = fmt.load_manifest(out)
-        if m.epochs == epochs:
+        if m.epochs == epochs and m.encoding == encoding:
             return out
     images, labels = load_source()
     if limit:
@@ -75,11 +76,12 @@ def make_bench_build(out: Path, epochs: int = 10, shard_size: int = fmt.DEFAULT_
             x = np.ascontiguousarray(x[:, :, ::-1] if e % 2 else x)
             rel = fmt.shard_relpath("train", i, e)
             entries.append(write_shard(out / rel, x, labels[idx], idx, class_names=CLASSES,
-                                       split="train", shard_index=i, epoch=e, relpath=rel))
+                                       split="train", shard_index=i, epoch=e, relpath=rel,
+                                       encoding=encoding))
         print(f"wrote frozen epoch {e} ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
     write_json(out / fmt.MANIFEST_NAME, fmt.make_manifest(
         class_names=CLASSES, image_shape=images.shape[1:], epochs=epochs, seed=0,
-        shards=entries))
+        shards=entries, encoding=encoding))
     return out
 
 
@@ -171,9 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10, help="frozen epochs to read (and build)")
     p.add_argument("--rounds", type=int, default=3, help="repeat reader and in-memory runs")
     p.add_argument("--aug-images", type=int, default=20000, help="images for lazy augmentation")
+    p.add_argument("--encode", default=fmt.RAW,
+                   help="how the default build stores images (raw, png, jpeg:Q, webp, webp:Q)")
     args = p.parse_args(argv)
+    encoding = str(fmt.parse_encoding(args.encode))
 
-    build = Path(args.build) if args.build else make_bench_build(DEFAULT_BUILD, args.epochs)
+    default = DEFAULT_BUILD.with_name(DEFAULT_BUILD.name + ("" if encoding == fmt.RAW else
+                                                            "-" + encoding.replace(":", "-")))
+    build = (Path(args.build) if args.build
+             else make_bench_build(default, args.epochs, encoding=encoding))
     from trainer.stream import ShardStream
 
     s = ShardStream(build, batch_size=args.batch_size)
