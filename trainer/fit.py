@@ -37,12 +37,14 @@ Resuming. After every epoch a checkpoint (model and optimizer, best weights, ``s
 last completed epoch with the same counters, and the history has the length of an uninterrupted
 run.
 
-Several GPUs: trainer/replicas.py.
+Several GPUs: trainer/replicas.py. Several machines (``--strategy multiworker``):
+trainer/multiworker.py.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ from builder.mixing import MixConfig
 from trainer import checkpoint as ckpt
 from trainer import config as cfgmod
 from trainer import models
+from trainer import multiworker as mw
 from trainer.bnstats import batchnorm_layers, recompute_bn_statistics
 from trainer.config import MODEL_NAME, RUN_INFO_NAME
 from trainer.readmix import fresh_mix
@@ -112,20 +115,32 @@ class Plan:
     monitor: str
     class_weight: dict[int, float] | None
     verbose: int
+    cluster: mw.Cluster | None = None  # --strategy multiworker
 
     @property
     def replicas(self) -> int:
         return self.strategy.num_replicas_in_sync
 
+    @property
+    def chief(self) -> bool:
+        """This process writes the run directory (a non-chief worker writes a private one)."""
+        return self.cluster is None or self.cluster.chief
+
 
 def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
-              eager: bool) -> Plan:
-    """Open the build and its streams and decide devices and batches; writes nothing."""
+              eager: bool, cluster: mw.Cluster | None = None) -> Plan:
+    """Open the build and its streams and decide devices and batches; writes nothing.
+
+    Under ``multiworker`` this waits until every worker has joined."""
     manifest = load_manifest(cfg.build_dir)
     cfgmod.check_trainable(manifest)
     gpu = _gpu_present()
-    strategy = (tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored"
-                else tf.distribute.get_strategy())
+    if cfg.strategy == "multiworker":
+        strategy = mw.make_strategy()
+    elif cfg.strategy == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
     global_batch, drop, val_batch = distributed_batches(
         sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
         cfg.batch_size, strategy.num_replicas_in_sync)
@@ -152,6 +167,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
         class_weight=(class_weights(split_counts(manifest, "train")) if cfg.class_weights
                       else None),
         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
+        cluster=cluster,
     )
 
 
@@ -169,18 +185,38 @@ def fit(
 
     ``extra_callbacks`` run after the checkpoint of each epoch; ``eager`` skips tf.function
     tracing, which is faster for the few steps of a test and much slower for real data.
+    Under ``multiworker`` a non-chief worker does the same work into a private temporary
+    folder (removed at the end), starting from a copy of the chief's run state.
     """
     # 1. Everything that can fail on bad input (config, build, shards, model and its weights)
     #    runs before the first write, so a failed start leaves no run folder, or an untouched one.
     cfg.validate()
     models.check_model_name(cfg.model)
+    cluster = mw.read_tf_config() if cfg.strategy == "multiworker" else None
     run = Path(out)
+    # Every worker checks the shared run folder: the chief writes only once all have joined.
     check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
     state = ckpt.new_state() if overwrite else ckpt.load_state(run)
     if state.phase == "done":
         print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
         return {"epochs": len(state.history), "history": state.history, "resumed": True}
-    plan = make_plan(cfg, run, verbose=verbose, eager=eager)
+    kwargs = {"resume": resume, "verbose": verbose, "extra_callbacks": extra_callbacks,
+              "eager": eager}
+    if cluster is None or cluster.chief:
+        return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
+    with mw.private_run_dir(run, copy=not overwrite) as private:
+        return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
+
+
+def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Cluster | None,
+         *, resume: bool, overwrite: bool, verbose: int | None,
+         extra_callbacks: list[keras.callbacks.Callback] | tuple, eager: bool) -> dict[str, Any]:
+    plan = make_plan(cfg, run, verbose=verbose, eager=eager, cluster=cluster)
+    check_resume_batch(plan, state)
+    if cluster is not None:  # a collective: all workers are here, none has written yet
+        mw.check_agreement(plan.strategy, [state.epoch, len(state.history), plan.global_batch,
+                                           ("coarse", "fine").index(state.phase)],
+                           "the run state (last epoch, history rows, global batch, phase)")
     keras.mixed_precision.set_global_policy("mixed_float16" if plan.mixed else "float32")
     keras.utils.set_random_seed(cfg.seed + len(state.history))
 
@@ -197,7 +233,7 @@ def fit(
         # 2. The run folder, its config and the facts of this start.
         prepare_run_dir(run, cfg, overwrite=overwrite)
         write_run_info(plan)
-        callbacks = [*_tensorboard(run / "tb"), *extra_callbacks]
+        callbacks = [*(_tensorboard(run / "tb") if plan.chief else []), *extra_callbacks]
 
         # 3. The phases. From scratch the first phase trains everything; with pretrained
         #    weights it trains the head, and the fine phase the top of the backbone.
@@ -215,6 +251,8 @@ def fit(
 
         # 4. BatchNorm statistics that match the final weights ("precise BN"), then the model.
         bn_images = precise_bn(model, plan, state.epoch) if cfg.precise_bn else 0
+        if cluster is not None:
+            mw.check_same_weights(plan.strategy, model, cluster)
         ckpt.save_atomic(run / MODEL_NAME, model.save)
     ckpt.write_curves(run / ckpt.CURVES_NAME, state.history, state.fine_start)
     state.phase = "done"
@@ -223,7 +261,25 @@ def fit(
     last = state.history[-1] if state.history else {}
     return {"epochs": len(state.history), "history": state.history,
             "val_accuracy": last.get("val_accuracy"), "resumed": resume,
-            "precise_bn_images": bn_images}
+            "precise_bn_images": bn_images, "chief": plan.chief}
+
+
+def check_resume_batch(plan: Plan, state: ckpt.RunState) -> None:
+    """A resume must keep the global batch: the stream's steps per epoch and the learning-rate
+    schedule saved with the optimizer were made for it (another number of GPUs or workers
+    changes it; trainer/replicas.py)."""
+    info = plan.run / RUN_INFO_NAME
+    if not state.history or not info.is_file():
+        return
+    try:
+        was = json.loads(info.read_text()).get("global_batch_size")
+    except (OSError, ValueError, AttributeError):
+        return  # run.json is rewritten at this start anyway
+    if isinstance(was, int) and was != plan.global_batch:
+        raise InputError(
+            f"{info}: the run trained with a global batch of {was}, this start has "
+            f"{plan.global_batch} (--batch-size {plan.cfg.batch_size} x {plan.replicas} "
+            "replicas); resume with as many GPUs and workers as before")
 
 
 def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
@@ -248,14 +304,26 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
         if es.initial_best_weights is not None:
             model.set_weights(es.initial_best_weights)  # what EarlyStopping would have restored
         return
-    data = plan.train.dataset(initial_epoch=start, repeat=True)
-    if plan.mix is not None:
-        data = fresh_mix(data, plan.mix, plan.manifest.num_classes, cfg.seed,
-                         first_step=start * plan.train.steps_per_epoch)
+    def train_data() -> tf.data.Dataset:
+        data = plan.train.dataset(initial_epoch=start, repeat=True)
+        if plan.mix is not None:
+            data = fresh_mix(data, plan.mix, plan.manifest.num_classes, cfg.seed,
+                             first_step=start * plan.train.steps_per_epoch)
+        return data
+
+    class_weight, val_steps = plan.class_weight, None
+    if plan.cluster is None:
+        data, val = train_data(), plan.val.dataset() if plan.val is not None else None
+    else:  # each worker its share of every global batch; the class weights go with it
+        data = mw.distribute(plan.strategy, train_data, class_weight)
+        class_weight, val = None, None
+        if plan.val is not None:  # endless, so that Keras may keep its iterator across epochs
+            val = mw.distribute(plan.strategy, lambda: plan.val.dataset(repeat=True))
+            val_steps = plan.val.steps_per_epoch
     model.fit(
-        data, steps_per_epoch=plan.train.steps_per_epoch,
-        validation_data=plan.val.dataset() if plan.val is not None else None,
-        initial_epoch=start, epochs=end_epoch, class_weight=plan.class_weight,
+        data, steps_per_epoch=plan.train.steps_per_epoch, validation_data=val,
+        validation_steps=val_steps,
+        initial_epoch=start, epochs=end_epoch, class_weight=class_weight,
         callbacks=[es, *([rlr] if rlr else []), ck, *callbacks], verbose=plan.verbose,
         shuffle=False,  # the stream shuffles
     )
@@ -292,6 +360,7 @@ def write_run_info(plan: Plan) -> None:
         "global_batch_size": plan.global_batch, "steps_per_epoch": plan.train.steps_per_epoch,
         "val_batch_size": plan.val_batch if plan.val else 0, "mixed_precision": plan.mixed,
         "xla": plan.jit, "gpu": plan.gpu, "train_samples": plan.train.num_samples,
+        "strategy": plan.cfg.strategy, "workers": plan.cluster.workers if plan.cluster else 1,
         "val_samples": plan.val.num_samples if plan.val else 0,
         "class_weight": plan.class_weight,
     })

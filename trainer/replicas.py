@@ -56,9 +56,8 @@ def distributed_batches(n_train: int, n_val: int, batch_size: int,
         if b <= n_val and (n_val % b == 0 or n_val % b >= replicas):
             return global_batch, True, b
     raise InputError(
-        f"--strategy mirrored: the val split's {n_val} images cannot be shared among "
-        f"{replicas} replicas without an empty share; build with a larger val split or use "
-        "--strategy default"
+        f"the val split's {n_val} images cannot be shared among {replicas} replicas without "
+        "an empty share; build with a larger val split or train on fewer devices"
     )
 
 
