@@ -103,7 +103,10 @@ def precheck(args: argparse.Namespace) -> None:
                              "folder)")
         from trainer.config import resolve_config  # no TensorFlow in there
 
-        resolve_config(fit_flags(args), args.config)
+        if resolve_config(fit_flags(args), args.config).strategy == "multiworker":
+            from trainer.multiworker import read_tf_config  # no TensorFlow in there
+
+            read_tf_config()
         from builder.format import load_manifest
         from trainer.config import check_trainable
 

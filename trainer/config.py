@@ -26,7 +26,7 @@ MODEL_NAME = "model.keras"
 # --model values; trainer.models builds them (kept here, free of keras, for the CLI's --help).
 MODEL_NAMES = ("small_resnet", "small_resnet_wide", "simple_cnn", "efficientnetv2b0",
                "efficientnetv2b3", "convnext_tiny", "convnext_small", "convnext_base")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multiworker")
 TRISTATE = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "plateau")  # cosine decay after a linear warm-up | ReduceLROnPlateau
@@ -100,8 +100,9 @@ class FitConfig:
     output_l2: float = option(1e-4, "always, L2 on the softmax layer's kernel", lo=0, flag=None)
     class_weights: bool = option(True, "weight the loss by the split's train class counts "
                                  "(before augmentation)", flag=None)
-    strategy: str = option("default", "mirrored: tf.distribute.MirroredStrategy over all GPUs",
-                           choices=STRATEGIES)
+    strategy: str = option("default", "mirrored: tf.distribute.MirroredStrategy over all GPUs; "
+                           "multiworker: MultiWorkerMirroredStrategy over the machines TF_CONFIG "
+                           "names", choices=STRATEGIES)
     mixed_precision: str = option("auto", "mixed_float16 (auto: when a GPU is present)",
                                   choices=TRISTATE)
     xla: str = option("auto", "jit_compile (auto: when a GPU is present)", choices=TRISTATE)
