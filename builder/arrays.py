@@ -1,6 +1,7 @@
 """Arrays on their way in: npz members read in chunks (their headers checked against the bytes
 the archive holds before anything is allocated), pixels converted to RGB uint8, labels checked,
-and the memory an image array will need checked against what is available. Used by
+and the memory an array to be held in memory will need checked against what is available
+(the labelled intake writes into a memory-mapped file instead, ``builder.imagefile``). Used by
 ``builder.intake``, the one intake of every command."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -140,10 +141,8 @@ class NpzMember:
             raise InputError(f"{self.unreadable} ({type(e).__name__}: {e})") from None
 
 
-def convert_images(src: NpzMember, size: tuple[int, int],
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """Check an image array (N,H,W[,C]) and convert it chunk by chunk into ``out`` (default: a
-    new one), as (N,*size,3) uint8 RGB."""
+def check_image_array(src: NpzMember) -> None:
+    """An image array must be (N,H,W[,1|3|4]) uint8 or float, with at least one image."""
     shape, where = src.shape, src.where
     if (len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3, 4))
             or 0 in shape[1:]):
@@ -152,23 +151,31 @@ def convert_images(src: NpzMember, size: tuple[int, int],
         )
     if shape[0] == 0:
         raise InputError(f"{where}: no images")
-    floating = np.issubdtype(src.dtype, np.floating)
-    if src.dtype != np.uint8 and not floating:
+    if src.dtype != np.uint8 and not np.issubdtype(src.dtype, np.floating):
         raise InputError(f"{where}: dtype {src.dtype}, expected uint8 or float")
-    scale = _float_scale(src) if floating else None
+
+
+def convert_images(src: NpzMember, size: tuple[int, int], out: Any = None,
+                   start: int = 0) -> Any:
+    """Check an image array (N,H,W[,C]) and convert it chunk by chunk into rows ``start`` on of
+    ``out`` (an array or a ``builder.imagefile.ImageFile``; default: a new in-memory array,
+    after checking that it fits), as (N,*size,3) uint8 RGB."""
+    check_image_array(src)
+    where = src.where
+    scale = _float_scale(src) if np.issubdtype(src.dtype, np.floating) else None
     if out is None:
-        check_memory(shape[0], size, where)
-        out = np.empty((shape[0], *size, 3), np.uint8)
+        check_memory(src.shape[0], size, where)
+        out = np.empty((src.shape[0], *size, 3), np.uint8)
     for s, part in src.chunks():
         if scale is not None:
             part = np.rint(part * scale).clip(0, 255).astype(np.uint8)
         if part.ndim == 3:
             part = part[..., None]
         if part.shape[-1] == 3 and part.shape[1:3] == size:
-            out[s : s + len(part)] = part
+            out[start + s : start + s + len(part)] = part
         else:
             for i, img in enumerate(part):
-                out[s + i] = resize(to_rgb(img, where), size)
+                out[start + s + i] = resize(to_rgb(img, where), size)
     return out
 
 

@@ -42,6 +42,7 @@ from builder.builddir import FRESH, UP_TO_DATE, BuildDir, build_key
 from builder.clean import clean_dataset
 from builder.config import BuildConfig
 from builder.errors import InputError
+from builder.imagefile import drop_pages
 from builder.intake import fingerprint, load_dataset
 from builder.lock import build_lock
 from builder.policy import Augmenter, Policy, batch_seed, load_policy, sample_seed
@@ -155,6 +156,7 @@ def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
     images = np.empty((len(task.rows), *source.shape[1:]), source.dtype)
     order = np.argsort(task.rows, kind="stable")  # read the file front to back
     images[order] = source[task.rows[order]]
+    drop_pages(source)  # the map's pages leave this worker's RSS (the page cache keeps them)
     labels, soft, policy_hash = task.labels, None, ""
     if task.split == "train":
         policy_hash = ctx.policy.hash
@@ -294,7 +296,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     with connect_scheduler(cfg) as client:  # and on a bad scheduler
         ds = load_dataset(
             cfg.input, size=tuple(cfg.size), class_names=cfg.classes, strict=cfg.strict,
-            medmnist_split=cfg.medmnist_split,
+            medmnist_split=cfg.medmnist_split, spill=cfg.out,  # mapped, on --out's disk
         )
         preflight(ds, policy, cfg)
         key = build_key(cfg, fingerprint(ds), policy.hash, builder.__version__)
@@ -337,9 +339,9 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
                                       per_image[t.split == "train"])
                  for t in pending)
     if not bdir.input_npy.is_file():
-        needed += ds.images.nbytes
+        needed += 0 if ds.store is not None and ds.store.linkable else ds.images.nbytes
     check_free_space(bdir.root, needed, str(bdir.root))
-    bdir.write_input(ds.images)
+    bdir.write_input(ds.images, ds.store)  # the intake's file, linked in: no copy
     del ds  # workers read the memory map; the parent need not hold the pixels
 
     ctx = WorkerContext(BuildDir(bdir.root.absolute()), class_names, policy, cfg.seed,

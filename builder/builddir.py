@@ -171,9 +171,10 @@ class BuildDir:
         with np.load(npz) as z:
             return {k: z[k].astype(np.int64) for k in z.files}, summary["scan"]
 
-    def write_input(self, images: np.ndarray) -> None:
+    def write_input(self, images: np.ndarray, store: Any = None) -> None:
         """Save the input once for the workers' memory maps (kept if a resumed build has it;
-        the plan's input fingerprint already says it holds these pixels)."""
+        the plan's input fingerprint already says it holds these pixels). ``store``, the
+        intake's ``ImageFile`` under ``images``, is given the name instead of a copy."""
         path = self.input_npy
         if path.is_file():
             try:
@@ -182,6 +183,9 @@ class BuildDir:
                     return
             except (OSError, ValueError):
                 pass
+        if store is not None:
+            store.save_as(path)
+            return
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(images))
 

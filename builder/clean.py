@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from builder.atomic import atomic_path, write_json, write_together
 from builder.errors import InputError
+from builder.imagefile import CHUNK_BYTES, drop_pages
 from builder.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
 from builder.report import contact_sheet_png
 from builder.scan import (
@@ -149,14 +151,27 @@ def clean_dataset(
 
 
 def write_cleaned(path: Path, ds: Dataset, splits: dict[str, np.ndarray]) -> None:
-    """The kept rows in input order, loadable again as an AN2DL-style npz."""
+    """The kept rows in input order, loadable again as an AN2DL-style npz. The images are
+    streamed into the archive a chunk of rows at a time (never all in memory at once)."""
     rows = np.sort(np.concatenate([splits[s] for s in SPLIT_NAMES]))
     split_of = np.empty(len(ds.labels), dtype="<U5")
     for s in SPLIT_NAMES:
         split_of[splits[s]] = s
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, images=ds.images[rows], labels=ds.labels[rows], source_index=rows,
-                 class_names=np.array(ds.class_names), split=split_of[rows])
+    step = max(1, CHUNK_BYTES // max(1, ds.images[:1].nbytes))
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED,
+                                                   allowZip64=True) as z:
+        with z.open("images.npy", "w", force_zip64=True) as f:  # as np.savez writes it
+            np.lib.format.write_array_header_1_0(f, {
+                "descr": np.lib.format.dtype_to_descr(ds.images.dtype), "fortran_order": False,
+                "shape": (len(rows), *ds.images.shape[1:])})
+            for s in range(0, len(rows), step):
+                f.write(np.ascontiguousarray(ds.images[rows[s : s + step]]).data)
+                drop_pages(ds.images)
+        small = {"labels": ds.labels[rows], "source_index": rows,
+                 "class_names": np.array(ds.class_names), "split": split_of[rows]}
+        for key, value in small.items():
+            with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 # --- command line ---------------------------------------------------------------------------

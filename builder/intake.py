@@ -1,4 +1,4 @@
-"""Read a labelled image data set into one in-memory ``Dataset``, checking it on the way in.
+"""Read a labelled image data set into a ``Dataset`` on disk, checking it on the way in.
 
 Three layouts are detected from the path:
 
@@ -9,7 +9,9 @@ Three layouts are detected from the path:
   in train/val/test order; grayscale (N,H,W) is accepted.
 
 Every image comes out RGB uint8 at ``size``; anything wrong raises a one-line ``InputError``
-naming the file, key or index.
+naming the file, key or index. The images are written, chunk by chunk, into an unnamed
+memory-mapped file (``builder.imagefile``), not held in memory: an input larger than RAM needs
+only the disk space for it, and the intake's resident memory stays the same whatever the size.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import zipfile
+from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,7 @@ import numpy as np
 
 from builder.arrays import (
     NpzMember,
+    check_image_array,
     check_memory,
     convert_images,
     read_labels,
@@ -35,6 +41,7 @@ from builder.arrays import (
     to_rgb,
 )
 from builder.errors import InputError
+from builder.imagefile import ImageFile, iter_rows
 
 # A file that does not decode is reported by the intake (skipped, or fatal with --strict), in
 # one line naming it; OpenCV's own "[ WARN ] ... buffer is incomplete" lines would add noise.
@@ -43,22 +50,44 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 DEFAULT_SIZE = (96, 96)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MEDMNIST_SPLITS = ("train", "val", "test")
+FOLDER_BATCH = 64  # files one thread decodes and writes at a time
 
 
 @dataclass
 class Dataset:
     """A labelled image set: every image RGB uint8 of one size."""
 
-    images: np.ndarray  # (N, H, W, 3) uint8 RGB
+    images: np.ndarray  # (N, H, W, 3) uint8 RGB: from load_dataset, a read-only memory map
     labels: np.ndarray  # (N,) int64 in 0..len(class_names)-1
     class_names: list[str]
     source: str
-    ids: list[str]  # npz: the row index; folders: the path relative to the root
+    ids: Sequence[str]  # npz: the row index; folders: the path relative to the root
     official_split: np.ndarray | None = None  # MedMNIST --medmnist-split: 'train'/'val'/'test'
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (folders)
+    store: ImageFile | None = None  # the file under ``images`` (``save_as`` names it)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+class RowIds(Sequence[str]):
+    """The ids of an npz's rows, "0".."N-1", made on demand (not N strings in memory)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, slice):
+            return [str(k) for k in range(self.n)[i]]
+        return str(range(self.n)[i])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def parse_size(s: str | None) -> tuple[int, int]:
@@ -100,9 +129,8 @@ def fingerprint(ds: Dataset) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([list(ds.images.shape), list(ds.class_names)]).encode())
     h.update(np.ascontiguousarray(ds.labels, dtype="<i8").tobytes())
-    flat = ds.images.reshape(len(ds.images), -1) if len(ds.images) else ds.images
-    for s in range(0, len(flat), 8192):  # bounded copies for non-contiguous inputs
-        h.update(np.ascontiguousarray(flat[s : s + 8192]).tobytes())
+    for _, rows in iter_rows(ds.images):  # in row order, a chunk at a time
+        h.update(np.ascontiguousarray(rows).data)  # a view where the rows are contiguous
     return h.hexdigest()
 
 
@@ -153,9 +181,9 @@ def _check_classes(
 
 
 def _load_npz(path: Path, size: tuple[int, int], class_names: list[str] | None,
-              medmnist_split: bool, max_classes: int | None = None) -> Dataset:
+              medmnist_split: bool, max_classes: int | None, spill: Path) -> Dataset:
     with open_npz(path) as z:
-        return _read_npz(path, z, size, class_names, medmnist_split, max_classes)
+        return _read_npz(path, z, size, class_names, medmnist_split, max_classes, spill)
 
 
 def open_npz(path: Path) -> np.lib.npyio.NpzFile:
@@ -171,7 +199,7 @@ def open_npz(path: Path) -> np.lib.npyio.NpzFile:
 
 def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
               class_names: list[str] | None, medmnist_split: bool,
-              max_classes: int | None = None) -> Dataset:
+              max_classes: int | None, spill: Path) -> Dataset:
     keys = set(z.files)
 
     def need(key: str) -> None:
@@ -194,8 +222,11 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
 
     official = None
     if "images" in keys:
-        images = convert_images(member("images"), size)
-        labels = read_labels(get("labels"), len(images), f"{path}: labels")
+        src = member("images")
+        check_image_array(src)  # before the file is made
+        store = ImageFile(src.shape[0], size, spill, str(path))
+        convert_images(src, size, store)
+        labels = read_labels(get("labels"), len(store), f"{path}: labels")
         if class_names is None and "class_names" in keys:
             stored = get("class_names")
             if stored.dtype.kind not in "US" or stored.ndim != 1:
@@ -203,12 +234,13 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
             class_names = check_class_names([str(c) for c in stored], f"{path}: class_names")
     elif "train_images" in keys:
         parts = [member(f"{split}_images") for split in MEDMNIST_SPLITS]
-        check_memory(sum(p.shape[0] for p in parts if p.shape), size, f"{path}: *_images")
-        images = np.empty((sum(p.shape[0] for p in parts), *size, 3), np.uint8)
+        for part in parts:
+            check_image_array(part)
+        store = ImageFile(sum(p.shape[0] for p in parts), size, spill, str(path))
         labs, names, start = [], [], 0
         for split, part in zip(MEDMNIST_SPLITS, parts, strict=True):
             n = part.shape[0]
-            convert_images(part, size, images[start : start + n])  # in place, no concatenate
+            convert_images(part, size, store, start)  # in place, no concatenate
             labs.append(read_labels(get(f"{split}_labels"), n, f"{path}: {split}_labels"))
             names += [split] * n
             start += n
@@ -223,8 +255,8 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
     if medmnist_split and official is None:
         raise InputError(f"{path}: --medmnist-split needs a MedMNIST npz (train_images, ...)")
     names = _check_classes(labels, class_names, f"{path}: labels", max_classes)
-    ids = [str(i) for i in range(len(labels))]
-    return Dataset(images, labels, names, str(path), ids, official)
+    return Dataset(store.array(), labels, names, str(path), RowIds(len(labels)), official,
+                   store=store)
 
 
 def read_image(path: Path, size: tuple[int, int]) -> np.ndarray | None:
@@ -250,7 +282,7 @@ def read_image(path: Path, size: tuple[int, int]) -> np.ndarray | None:
 
 
 def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | None,
-                  strict: bool) -> Dataset:
+                  strict: bool, spill: Path) -> Dataset:
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise InputError(f"{root}: no class sub-folders (expected one folder per class)")
@@ -271,20 +303,8 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
             raise InputError(f"{root / name}: class {name!r} has no images")
         files += [(p, c) for p in found]
 
-    from tqdm import tqdm
-
-    check_memory(len(files), size, str(root))
-    images = np.empty((len(files), *size, 3), np.uint8)  # decoded straight into place
-
-    def read(i: int) -> bool:
-        img = read_image(files[i][0], size)
-        if img is not None:
-            images[i] = img
-        return img is not None
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:  # cv2 drops the GIL
-        decoded = list(tqdm(ex.map(read, range(len(files))), total=len(files),
-                            desc="reading", unit="img", disable=None))
+    store = ImageFile(len(files), size, spill, str(root))
+    decoded = _read_files([p for p, _ in files], size, store)
     bad = [str(p) for (p, _), good in zip(files, decoded, strict=True) if not good]
     if bad and strict:
         raise InputError(f"{bad[0]}: unreadable image (--strict)")
@@ -292,7 +312,7 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
         shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         print(f"warning: skipped {len(bad)} unreadable image(s) (--strict makes this an error): "
               f"{shown}", file=sys.stderr)
-    ok = [i for i, good in enumerate(decoded) if good]
+    ok = np.flatnonzero(decoded)
     labels = np.array([files[i][1] for i in ok], np.int64)
     if len(ok) == 0:
         raise InputError(f"{root}: no readable images")
@@ -300,12 +320,40 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
     if (counts == 0).any():
         name = folders[int(np.argmin(counts))]
         raise InputError(f"{root / name}: class {name!r} has no readable images")
-    for j, i in enumerate(ok):  # close the gaps of skipped files in place (rows move down)
-        if i != j:
-            images[j] = images[i]
-    images = images[: len(ok)]
+    if len(ok) < len(files):
+        store.keep_rows(ok)  # close the gaps of skipped files (rows move down, in order)
     ids = [files[i][0].relative_to(root).as_posix() for i in ok]
-    return Dataset(images, labels, list(folders), str(root), ids, None, bad)
+    return Dataset(store.array(), labels, list(folders), str(root), ids, None, bad, store)
+
+
+def _read_files(files: list[Path], size: tuple[int, int], out: ImageFile) -> np.ndarray:
+    """Decode ``files`` into rows 0.. of ``out`` in threads (cv2 drops the GIL), a batch of
+    ``FOLDER_BATCH`` per task and a few tasks ahead, so memory does not grow with the count.
+    Returns which files decoded; the rows of the others are left zero."""
+    from tqdm import tqdm
+
+    decoded = np.zeros(len(files), bool)
+
+    def read(start: int) -> int:
+        batch = np.zeros((min(FOLDER_BATCH, len(files) - start), *size, 3), np.uint8)
+        for i in range(len(batch)):
+            img = read_image(files[start + i], size)
+            if img is not None:
+                batch[i], decoded[start + i] = img, True
+        out[start : start + len(batch)] = batch
+        return len(batch)
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as ex, \
+            tqdm(total=len(files), desc="reading", unit="img", disable=None) as bar:
+        pending: deque = deque()
+        for start in range(0, len(files), FOLDER_BATCH):
+            pending.append(ex.submit(read, start))
+            if len(pending) >= 4 * workers:
+                bar.update(pending.popleft().result())
+        while pending:
+            bar.update(pending.popleft().result())
+    return decoded
 
 
 def load_dataset(
@@ -316,8 +364,12 @@ def load_dataset(
     strict: bool = False,
     medmnist_split: bool = False,
     max_classes: int | None = None,
+    spill: str | os.PathLike | None = None,
 ) -> Dataset:
     """Read a folder per class, an AN2DL npz or a MedMNIST npz (detected from the path).
+
+    The images end up in a memory-mapped file, unnamed, on the file system of ``spill``; the
+    memory needed does not grow with the input, only the disk space.
 
     Args:
         path: the input.
@@ -328,6 +380,8 @@ def load_dataset(
         medmnist_split: set ``official_split`` (only valid for a MedMNIST npz).
         max_classes: for data scored by a trained model (evaluate): an npz's labels must
             lie below it, and a class without images is allowed.
+        spill: a folder (it need not exist) on the file system to hold the images; default:
+            the temporary folder (``TMPDIR``). ``Dataset.store.save_as`` can name the file.
 
     Raises:
         InputError: a missing or unreadable input, missing keys, wrong dtype or rank, length
@@ -335,13 +389,14 @@ def load_dataset(
     """
     p = Path(path)
     size = (int(size[0]), int(size[1]))
+    folder = Path(tempfile.gettempdir() if spill is None else spill)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
     if p.is_dir():
         if medmnist_split:
             raise InputError(f"{p}: --medmnist-split needs a MedMNIST npz, not a folder")
-        return _load_folders(p, size, class_names, strict)
-    return _load_npz(p, size, class_names, medmnist_split, max_classes)
+        return _load_folders(p, size, class_names, strict, folder)
+    return _load_npz(p, size, class_names, medmnist_split, max_classes, folder)
 
 
 def load_unlabelled(path: str | os.PathLike, size: tuple[int, int]

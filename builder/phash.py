@@ -21,6 +21,8 @@ import os
 import numpy as np
 from joblib import Parallel, delayed
 
+from builder.imagefile import iter_rows
+
 HASH_SIZE = 8  # 8x8 low frequencies -> 64 bits
 RESIZE = 32  # the intermediate image the DCT sees, as in pHash
 # ITU-R 601-2 luma, the weights PIL's convert("L") uses.
@@ -30,6 +32,7 @@ GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 CHUNK = 128
 # Below this many images one thread is as fast as a pool.
 PARALLEL_MIN = 2048
+BLOCK_BYTES = 64 << 20  # input read between two page drops (~2,400 images of 96x96)
 
 
 def area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -75,6 +78,8 @@ def _bits_to_uint64(coeffs: np.ndarray) -> np.ndarray:
 
 
 def _hash_chunk(images: np.ndarray, a: np.ndarray, bc: np.ndarray) -> np.ndarray:
+    if images.ndim == 3:  # grayscale, made RGB a chunk at a time
+        images = images[..., None].repeat(3, axis=-1)
     n, h, w, _ = images.shape
     # Gray conversion and the width transform in one product: (n, h, w*3) @ (w*3, 8). Batched
     # on purpose: numpy calls BLAS once per image, single-threaded, so chunks scale over threads
@@ -94,28 +99,28 @@ def phash(images: np.ndarray, *, jobs: int | None = None, chunk: int = CHUNK,
         images: the images; grayscale (N, H, W) is accepted too.
         jobs: threads for large N (default: all cores); 1 disables them.
         chunk: rows per matrix product.
-        progress: show a tqdm bar (to stderr) over chunks.
+        progress: show a tqdm bar (to stderr).
     """
-    if images.ndim == 3:
-        images = images[..., None].repeat(3, axis=-1)
-    if images.ndim != 4 or images.shape[-1] != 3:
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
         raise ValueError(f"images must be (N,H,W,3) or (N,H,W), got {images.shape}")
-    n, h, w, _ = images.shape
+    n, h, w = images.shape[:3]
     a, b = hash_matrices(h, w)
     # bc[(x*3 + c), k] = gray_weight[c] * b[k, x]: the gray conversion folded into B.
     bc = (b.T[:, None, :] * GRAY_WEIGHTS[None, :, None]).reshape(w * 3, HASH_SIZE)
-    starts = range(0, n, chunk)
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        starts = tqdm(starts, desc="hashing", unit="chunk", disable=None)
     jobs = jobs or os.cpu_count() or 1
-    if jobs == 1 or n < PARALLEL_MIN:
-        parts = [_hash_chunk(images[s : s + chunk], a, bc) for s in starts]
-    else:
-        parts = Parallel(n_jobs=jobs, prefer="threads")(
-            delayed(_hash_chunk)(images[s : s + chunk], a, bc) for s in starts
-        )
+    # A block of whole chunks at a time: a memory-mapped input's pages are dropped after each
+    # (iter_rows), so the resident set stays one block whatever N is.
+    row_bytes = images[:1].nbytes or 1
+    block_bytes = max(1, BLOCK_BYTES // (row_bytes * chunk)) * chunk * row_bytes
+    parts = []
+    with Parallel(n_jobs=1 if n < PARALLEL_MIN else jobs, prefer="threads") as parallel, \
+            tqdm(total=n, desc="hashing", unit="img", disable=None if progress else True) as bar:
+        for _, block in iter_rows(images, block_bytes):
+            parts += parallel(delayed(_hash_chunk)(block[s : s + chunk], a, bc)
+                              for s in range(0, len(block), chunk))
+            bar.update(len(block))
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 

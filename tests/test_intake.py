@@ -285,6 +285,7 @@ def test_fingerprint(tiny_npz: Path) -> None:
     assert fingerprint(a) != fingerprint(b)
     c = load_dataset(tiny_npz, size=(12, 12), class_names=["x", "y", "z"])
     assert fingerprint(c) != fingerprint(a)
+    c.images = np.array(c.images)  # the intake's memory map is read-only
     c.images[3, 0, 0, 0] ^= 1
     assert fingerprint(c) != fingerprint(load_dataset(tiny_npz, size=(12, 12),
                                                       class_names=["x", "y", "z"]))
@@ -317,13 +318,27 @@ def test_a_huge_label_is_refused_before_naming_classes(tmp_path: Path) -> None:
         load_dataset(tmp_path / "l.npz", size=(12, 12))
 
 
-def test_memory_is_checked_before_the_images_are_allocated(tmp_path: Path) -> None:
-    np.savez(tmp_path / "d.npz", images=make_images(4), labels=[0, 1, 0, 1])
-    with pytest.raises(InputError, match="memory"):  # 4 x 8192 x 8192 x 3 bytes ...
-        from unittest import mock
+def test_disk_space_is_checked_before_the_memory_map_is_made(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from builder import shards
 
-        with mock.patch("builder.arrays.available_memory", return_value=2**20):  # ... > 1 MiB
-            load_dataset(tmp_path / "d.npz", size=(8192, 8192))
+    np.savez(tmp_path / "d.npz", images=make_images(4), labels=[0, 1, 0, 1])
+    monkeypatch.setattr(shards, "free_bytes", lambda folder: 2**20)  # 4 x 8192 x 8192 x 3 > 1 MiB
+    with pytest.raises(InputError, match=r"^\S+/out: the memory map of \S+d\.npz's 4 images of "
+                       r"8192x8192: not enough disk space: needs about 768\.0 MiB"):
+        load_dataset(tmp_path / "d.npz", size=(8192, 8192), spill=tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+
+
+def test_memory_is_checked_where_images_are_held_in_memory(tmp_path: Path) -> None:
+    from unittest import mock
+
+    from builder.intake import load_unlabelled
+
+    np.savez(tmp_path / "u.npz", images=make_images(4))
+    with mock.patch("builder.arrays.available_memory", return_value=2**20), \
+            pytest.raises(InputError, match="memory"):
+        load_unlabelled(tmp_path / "u.npz", size=(8192, 8192))
 
 
 @pytest.mark.parametrize("names, words", [(["x", "x"], "duplicate"), (["x", ""], "empty")])
