@@ -3,7 +3,12 @@ BatchNorm.
 
 Several GPUs. ``--strategy mirrored`` builds, compiles and trains under
 ``tf.distribute.MirroredStrategy`` over all visible GPUs (R replicas, recorded as ``replicas``
-in ``run.json``). ``--batch-size`` is per replica: the stream reads global batches of
+in ``run.json``). Several machines. ``--strategy multiworker`` does the same under
+``tf.distribute.MultiWorkerMirroredStrategy`` (trainer/multiworker.py): R is then the replicas
+of all workers together (W machines of G GPUs each: R = W x G; a CPU-only worker is one
+replica), and everything below holds for that R; each worker reads every global batch and
+keeps its own W-th of it, so the global batch is the same whichever mix of machines and GPUs
+makes up R. ``--batch-size`` is per replica: the stream reads global batches of
 ``batch_size x R`` images (``global_batch_size`` in run.json), each replica gets ``batch_size``
 of them, and the gradients are averaged over the global batch. With R > 1 every training step
 takes exactly one global batch, so each epoch leaves out its last ``n_train mod (batch_size x
@@ -13,6 +18,9 @@ multiple of R, chosen so that no replica's share is empty (``val_batch_size`` in
 BatchNorm layers that train (those of a from-scratch model) synchronise their batch
 statistics across replicas, so all replicas, and the saved model, hold the same moving
 statistics.
+
+A resume keeps the global batch: ``fit --resume`` refuses another ``batch_size x R`` than
+run.json records (the steps per epoch and the schedule depend on it).
 
 Learning rate. ``--lr`` and ``--fine-lr`` are used as given, whatever R is. To move a run tuned
 on one device to R replicas, either keep its global batch (divide ``--batch-size`` by R) and its
