@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from build_factory import make_build, read_stamp
+
 from builder.errors import InputError
 from trainer.multiworker import read_tf_config
 
