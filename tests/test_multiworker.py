@@ -26,7 +26,6 @@ from build_factory import make_build, read_stamp
 from builder.errors import InputError
 from trainer.multiworker import read_tf_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "frozenaug-train"
 
 
