@@ -23,8 +23,9 @@ _HEADER_BYTES = 4096
 def _params(enc: fmt.Encoding) -> tuple[str, list[int]]:
     if enc.codec == "png":  # level 3: cv2's default, written out so it cannot drift
         return ".png", [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    if enc.codec == "jpeg":
-        return ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(enc.quality or fmt.DEFAULT_JPEG_QUALITY)]
+    if enc.codec == "jpeg":  # optimised Huffman tables: ~10% smaller, decoded as fast
+        return ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(enc.quality or fmt.DEFAULT_JPEG_QUALITY),
+                        cv2.IMWRITE_JPEG_OPTIMIZE, 1]
     if enc.codec == "webp":  # cv2 reads a quality above 100 as lossless
         return ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101 if enc.lossless else int(enc.quality)]
     raise ValueError(f"{enc}: not an encoded format")
