@@ -42,7 +42,7 @@ from builder.builddir import FRESH, UP_TO_DATE, BuildDir, build_key
 from builder.clean import clean_dataset
 from builder.config import BuildConfig
 from builder.errors import InputError
-from builder.imagefile import drop_pages
+from builder.imagefile import read_rows
 from builder.intake import fingerprint, load_dataset
 from builder.lock import build_lock
 from builder.policy import Augmenter, Policy, batch_seed, load_policy, sample_seed
@@ -152,11 +152,8 @@ def _augmenter(policy: Policy, policy_hash: str | None = None) -> Augmenter:
 
 def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
     """Worker: augment (train only), mix if the policy mixes, write the shard, mark it done."""
-    source = _input_images(ctx.build_dir.input_npy)
-    images = np.empty((len(task.rows), *source.shape[1:]), source.dtype)
-    order = np.argsort(task.rows, kind="stable")  # read the file front to back
-    images[order] = source[task.rows[order]]
-    drop_pages(source)  # the map's pages leave this worker's RSS (the page cache keeps them)
+    # Front to back, in chunks whose mapped pages leave this worker's RSS after each.
+    images = read_rows(_input_images(ctx.build_dir.input_npy), task.rows)
     labels, soft, policy_hash = task.labels, None, ""
     if task.split == "train":
         policy_hash = ctx.policy.hash

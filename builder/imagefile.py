@@ -58,6 +58,22 @@ def iter_rows(images: np.ndarray, max_bytes: int = CHUNK_BYTES
         drop_pages(images)
 
 
+def read_rows(images: np.ndarray, rows: np.ndarray, max_bytes: int = 4 << 20) -> np.ndarray:
+    """``images[rows]`` as a new array, read front to back a bounded chunk at a time, a memory
+    map's pages dropped after each: a shard's rows scattered over a large file would otherwise
+    leave most of the file resident (a fault maps up to 64 KiB around it, ~2.5 rows of 96x96,
+    so a chunk of scattered rows maps about 2.5x its size)."""
+    rows = np.asarray(rows, np.int64)
+    out = np.empty((len(rows), *images.shape[1:]), images.dtype)
+    order = np.argsort(rows, kind="stable")
+    step = max(1, max_bytes // max(1, images[:1].nbytes))
+    for s in range(0, len(order), step):
+        o = order[s : s + step]
+        out[o] = images[rows[o]]
+        drop_pages(images)
+    return out
+
+
 def existing_folder(path: str | os.PathLike) -> Path:
     """``path`` if it is a folder, else its nearest existing ancestor folder."""
     p = Path(path).absolute()
@@ -192,7 +208,14 @@ class ImageFile:
             tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
             try:
                 tmp.unlink(missing_ok=True)
-                os.link(f"/proc/self/fd/{self.fd}", tmp, follow_symlinks=True)
+                # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; Python
+                # calls linkat (not link, which would not follow) only when given a dir fd.
+                folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.link(f"/proc/self/fd/{self.fd}", tmp.name, dst_dir_fd=folder,
+                            follow_symlinks=True)
+                finally:
+                    os.close(folder)
                 os.replace(tmp, path)
                 return
             except OSError:  # no /proc, another file system: copy instead
