@@ -203,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, {load1[0]:.1f} at end; "
           "rates are images/s (wall), with images per CPU-second of this process beside them")
     print(text)
+    for r in rows:  # the acceptance: jpeg:95 at 96x96
+        if r["size"] == 96 and r["encoding"] == "jpeg:95":
+            two = r["read"].get(2) or {}
+            print(f"jpeg:95 at 96x96: {r['ratio_vs_raw']:.2f}x smaller than raw; reader with 2 "
+                  f"threads {two.get('images_per_s', 0):,.0f} images/s wall, "
+                  f"{two.get('images_per_cpu_s', 0):,.0f} per CPU-second (decode-bound: 2 free "
+                  f"cores give up to {2 * two.get('images_per_cpu_s', 0):,.0f} images/s)")
     if args.out:
         write_json(args.out, {"cpus": os.cpu_count(), "load_start": load0[0],
                               "load_end": load1[0], "threads": threads, "rows": rows,

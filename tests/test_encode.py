@@ -201,3 +201,12 @@ def test_codec_round_trip_and_bounds() -> None:
         worst = np.diff(codec.encode_images(noise, enc)[1]).max()
         assert worst <= codec.bytes_bound(noise.shape[1:], enc)
         assert codec.bytes_estimate(x, enc) <= codec.bytes_bound(x.shape[1:], enc)
+
+
+def test_tf_dataset_of_an_encoded_build_matches_iter_numpy(builds) -> None:
+    s = ShardStream(builds["webp:80"], "train", batch_size=8, shuffle=True, seed=1)
+    got = [x.numpy() for x, _ in s.dataset(initial_epoch=1)]
+    want = [x for x, _ in s.iter_numpy(1)]
+    assert len(got) == len(want) == s.steps_per_epoch
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
