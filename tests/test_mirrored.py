@@ -116,6 +116,12 @@ def test_distributed_batches(n_train, n_val, batch, replicas, expected):
     assert distributed_batches(n_train, n_val, batch, replicas) == expected
 
 
+def test_distributed_batches_multiworker_rules_for_one_replica():
+    # multiworker: one worker drops the remainder as two do (its batches are theirs)
+    assert distributed_batches(10, 9, 4, 1, always=True) == (4, True, 4)
+    assert distributed_batches(10, 3, 4, 1, always=True) == (4, True, 3)
+
+
 def test_distributed_batches_refusals():
     with pytest.raises(InputError, match="at least 8 train images"):
         distributed_batches(7, 10, 4, 2)

@@ -143,7 +143,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
         strategy = tf.distribute.get_strategy()
     global_batch, drop, val_batch = distributed_batches(
         sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
-        cfg.batch_size, strategy.num_replicas_in_sync)
+        cfg.batch_size, strategy.num_replicas_in_sync, always=cfg.strategy == "multiworker")
     train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
                         drop_remainder=drop, verify=cfg.verify)
     val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)

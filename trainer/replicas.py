@@ -10,7 +10,8 @@ replica), and everything below holds for that R; each worker reads every global 
 keeps its own W-th of it, so the global batch is the same whichever mix of machines and GPUs
 makes up R. ``--batch-size`` is per replica: the stream reads global batches of
 ``batch_size x R`` images (``global_batch_size`` in run.json), each replica gets ``batch_size``
-of them, and the gradients are averaged over the global batch. With R > 1 every training step
+of them, and the gradients are averaged over the global batch. With R > 1 (and under
+``multiworker`` always, so that a cluster's batches do not depend on its size) every training step
 takes exactly one global batch, so each epoch leaves out its last ``n_train mod (batch_size x
 R)`` images (another set each epoch, as the stream shuffles); a replica never gets an empty or
 uneven batch. Validation still sees every image, in batches of at most the global size, a
@@ -40,8 +41,10 @@ from trainer.bnstats import batchnorm_layers
 
 
 def distributed_batches(n_train: int, n_val: int, batch_size: int,
-                        replicas: int) -> tuple[int, bool, int]:
-    """(global batch, drop the train remainder, val batch size) for ``replicas`` replicas.
+                        replicas: int, always: bool = False) -> tuple[int, bool, int]:
+    """(global batch, drop the train remainder, val batch size) for ``replicas`` replicas;
+    ``always``: these rules for one replica too (multiworker: one worker trains on the
+    batches that two train on).
 
     tf.distribute cuts each global batch into one share per replica. A share may not be empty
     (Conv2D fails on an empty batch on CPU, and a BatchNorm mean over no images is undefined),
@@ -51,7 +54,7 @@ def distributed_batches(n_train: int, n_val: int, batch_size: int,
     empty or has at least R images (every sample is still validated exactly once).
     """
     global_batch = batch_size * replicas
-    if replicas == 1:
+    if replicas == 1 and not always:
         return global_batch, False, global_batch
     if n_train < global_batch:
         raise InputError(
