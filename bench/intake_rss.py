@@ -17,7 +17,8 @@ runs ``frozenaug-build build --epochs 1 --policy light --jobs 2``. The child's o
 resident set is the kernel's ``VmHWM`` (anonymous + file-backed + shared pages, the number
 ``getrusage`` calls ru_maxrss; read from /proc just before the child exits). A sampler in this
 process also reads ``RssAnon`` and ``RssFile`` of the child (and of its workers, for the
-build) every 20 ms, so the table says which kind of page the peak is made of. ``--old ROOT``
+build) every 20 ms, so the table says which kind of page the peak is made of, and the CPU
+seconds of the whole process tree (the wall time is inflated on a shared machine). ``--old ROOT``
 also runs the intake with the code in ROOT (e.g. ``git archive`` of an earlier commit), for
 comparison. The ratio printed last is VmHWM(largest factor) / VmHWM(1x) of the intake
 (issue 12's acceptance: <= 1.3 at 16x).
@@ -64,6 +65,16 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -81,6 +92,7 @@ class TreeMemory:
         self.pid, self.interval = pid, interval
         self.peak = {"anon": 0, "file": 0, "rss": 0, "worker_rss": 0, "worker_anon": 0,
                      "worker_file": 0, "tree_rss": 0}
+        self.cpu: dict[int, float] = {}  # last CPU seconds seen per process of the tree
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -89,6 +101,8 @@ class TreeMemory:
         p = self.peak
         while not self._stop.is_set():
             main = proc_status(self.pid)
+            for q in (self.pid, *_children(self.pid)):
+                self.cpu[q] = max(self.cpu.get(q, 0.0), cpu_seconds(q))
             if main:
                 p["anon"] = max(p["anon"], main.get("RssAnon", 0))
                 p["file"] = max(p["file"], main.get("RssFile", 0))
@@ -104,9 +118,11 @@ class TreeMemory:
             self._stop.wait(self.interval)
 
     def stop(self) -> dict[str, float]:
+        """Peaks in MiB, and ``tree_cpu`` s: the CPU time of the whole tree (sampled)."""
         self._stop.set()
         self._thread.join()
-        return {k: v / MIB for k, v in self.peak.items()}
+        return {**{f"{k}_mib": v / MIB for k, v in self.peak.items()},
+                "tree_cpu_s": sum(self.cpu.values())}
 
 
 def measure(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
@@ -120,12 +136,13 @@ def measure(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
     mem = TreeMemory(proc.pid)
     stdout, stderr = proc.communicate()
     peaks = mem.stop()
+    tree_cpu = peaks.pop("tree_cpu_s")
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     child = json.loads(lines[-1]) if lines else {}
-    return {**child, **{f"peak_{k}_mib": v for k, v in peaks.items()},
-            "wall_s": time.perf_counter() - t0}
+    return {**child, **{f"peak_{k}": v for k, v in peaks.items()},
+            "tree_cpu_s": tree_cpu, "wall_s": time.perf_counter() - t0}
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -223,14 +240,19 @@ def child_intake(data: str, spill: str) -> None:
 BUILD_LINE = re.compile(r"wrote (\d+) images in (\d+) shards.*?([\d.]+) s wall")
 
 
-def run_build(data: Path, out: Path, code: Path, extra: list[str]) -> dict:
-    """The whole build in a child (the CLI), its tree's memory sampled; its own VmHWM is read
-    through ``builder.cli`` run under a wrapper that prints it at exit."""
+BUILD_ARGS = ["--epochs", "1", "--policy", "light", "--jobs", "2"]
+
+
+def run_build(data: Path, out: Path, code: Path = ROOT, args: list[str] = BUILD_ARGS,
+              keep: bool = False) -> dict:
+    """The whole build in a child (the CLI), its tree's memory sampled; its own VmHWM is printed
+    by a wrapper at exit. Adds the images and bytes of the shards; removes ``out`` unless
+    ``keep``."""
     shutil.rmtree(out, ignore_errors=True)
+    argv = ["frozenaug-build", "build", str(data), "--out", str(out), *args]
     wrapper = ("import json, os, runpy, sys, atexit\n"
                f"sys.path.insert(0, {str(code)!r})\n"
-               f"sys.argv = ['frozenaug-build', 'build', {str(data)!r}, '--out', {str(out)!r}, "
-               f"'--epochs', '1', '--policy', 'light', '--jobs', '2', *{extra!r}]\n"
+               f"sys.argv = {argv!r}\n"
                "def hwm():\n"
                "    for line in open('/proc/self/status'):\n"
                "        if line.startswith('VmHWM'):\n"
@@ -242,7 +264,8 @@ def run_build(data: Path, out: Path, code: Path, extra: list[str]) -> dict:
     m = json.loads((out / "manifest.json").read_text())
     r["build_images"] = sum(s["samples"] for s in m["shards"])
     r["build_bytes"] = sum((out / s["path"]).stat().st_size for s in m["shards"])
-    shutil.rmtree(out, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
     return r
 
 
@@ -305,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"what": f"intake ({name})", "input": kind, "factor": f, **r})
             print(json.dumps(rows[-1]), file=sys.stderr)
         if args.build and kind == "npz":
-            r = run_build(path, args.work / "build", ROOT, [])
+            r = run_build(path, args.work / "build")
             rows.append({"what": "build", "input": kind, "factor": f, **r})
             print(json.dumps(rows[-1]), file=sys.stderr)
 
@@ -317,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = f"{r['peak_worker_rss_mib']:11.0f}" if r["what"] == "build" else f"{'-':>11}"
         tree = f"{r['peak_tree_rss_mib']:9.0f}" if r["what"] == "build" else f"{'-':>9}"
         print(f"{r['what']:<14} {r['input']:<8} {r['factor']:>3} {n:>9,} {r['wall_s']:7.1f} "
-              f"{r.get('cpu_s', 0):7.1f} {r['vmhwm_mib']:10.0f} {r['peak_anon_mib']:9.0f} "
+              f"{r['tree_cpu_s']:7.1f} {r['vmhwm_mib']:10.0f} {r['peak_anon_mib']:9.0f} "
               f"{r['peak_file_mib']:9.0f} {worker} {tree}")
     for what in ("intake (new)", "intake (old)", "build"):
         for kind in ("npz", "folders"):
