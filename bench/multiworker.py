@@ -6,10 +6,13 @@ one worker of a one-worker TF_CONFIG cluster, and two workers of a two-worker cl
 with half the batch), all through the installed ``frozenaug-train`` console script. Prints
 val loss / val accuracy per epoch of each, and wall and CPU time per run.
 
-With dropout (the default config) the runs differ by their dropout masks, so the curves agree
-only within noise; ``--dropout 0`` leaves the order of float sums as the only difference and
-the curves agree to ~1e-6. On one machine two workers are not faster: they share its cores,
-and every step all-reduces the gradients over gRPC.
+The two clusters train on the same global batches (a cluster drops each epoch's last partial
+batch, whatever its size); ``--strategy default`` keeps that batch, so its curve differs by
+one extra small step per epoch unless the global batch divides the train split. With dropout
+(the default config) the workers draw other dropout masks than one process, so the curves
+agree only within noise; ``--dropout 0`` leaves the order of float sums as the only
+difference between the clusters. On one machine two workers are not faster: they share its
+cores, each reads every image, and every step all-reduces the gradients over gRPC.
 
     python bench/multiworker.py                      # data/sample, simple_cnn, 3 epochs
     python bench/multiworker.py --input /tmp/x/bloodcells.npz --size 64 --epochs 5
