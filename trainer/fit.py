@@ -320,13 +320,23 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
         if plan.val is not None:  # endless, so that Keras may keep its iterator across epochs
             val = mw.distribute(plan.strategy, lambda: plan.val.dataset(repeat=True))
             val_steps = plan.val.steps_per_epoch
-    model.fit(
-        data, steps_per_epoch=plan.train.steps_per_epoch, validation_data=val,
-        validation_steps=val_steps,
-        initial_epoch=start, epochs=end_epoch, class_weight=class_weight,
-        callbacks=[es, *([rlr] if rlr else []), ck, *callbacks], verbose=plan.verbose,
-        shuffle=False,  # the stream shuffles
-    )
+    try:
+        model.fit(
+            data, steps_per_epoch=plan.train.steps_per_epoch, validation_data=val,
+            validation_steps=val_steps,
+            initial_epoch=start, epochs=end_epoch, class_weight=class_weight,
+            callbacks=[es, *([rlr] if rlr else []), ck, *callbacks], verbose=plan.verbose,
+            shuffle=False,  # the stream shuffles
+        )
+    except tf.errors.UnavailableError:
+        if plan.cluster is None:
+            raise
+        # A peer died or became unreachable: the collectives abort on every other worker.
+        raise InputError(
+            f"--strategy multiworker ({plan.cluster.describe()}): lost contact with another "
+            f"worker during epoch {state.epoch + 2}; the chief's run folder holds the last "
+            "completed epoch: restart every worker with the same command and --resume"
+        ) from None
 
 
 def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:

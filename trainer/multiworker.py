@@ -25,12 +25,14 @@ that is removed when fit ends. ``--resume``: every worker reads the chief's ``st
 checkpoint from the run directory, which must be on storage all workers share at the same
 path; a non-chief copies them into its private directory and continues from there. Before
 anything is written the workers compare their run states (a collective), and refuse to start
-when they differ (e.g. a worker that does not see the shared run directory).
+when they differ (e.g. a worker that does not see the shared run directory). A worker that
+dies makes the others fail in their next collective: fit says so in one line (exit 2), and
+every worker is restarted with ``--resume``.
 
 Keras 3.15 with the TensorFlow backend fails ``fit`` under this strategy in two places
 (keras-team/keras#20585): the symbolic build reduces the first input batch (a tuple) with
-``strategy.reduce``, which MultiWorkerMirroredStrategy does not accept for a structure (nor
-for uint8 images), and each step reduces the scalar logs with ``axis=0``. ``install_keras_fixes``
+``strategy.reduce``, which MultiWorkerMirroredStrategy does not accept for a structure, and
+each step reduces the scalar logs with ``axis=0``. ``install_keras_fixes``
 replaces both for this strategy only: the build takes the first local replica's batch (only its
 shapes matter), and the per-step logs are averaged over the local replicas (the progress bar's
 running values); the epoch's logs, which the history, EarlyStopping and the checkpoints use,
