@@ -190,7 +190,7 @@ def test_two_workers_train_as_one_and_resume(tmp_path):
     ports = free_ports(2)
     procs = Procs(tmp_path)
     try:
-        # One process, global batch 8; two workers of 4 each, killed after the first epoch.
+        # One process, global batch 8; two workers of 4 each, one killed after the first epoch.
         # The second worker gets its own --out: a non-chief must write nothing there.
         one = procs.start("one", [*common, "--batch-size", "8", "--out", "run1"])
         w0 = procs.start("w0", [*common, "--batch-size", "4", "--strategy", "multiworker",
@@ -205,8 +205,10 @@ def test_two_workers_train_as_one_and_resume(tmp_path):
                 pytest.fail(f"the workers ended or stalled before their first epoch:\n"
                             f"{procs.logs()}")
             time.sleep(0.02)
-        procs.kill(w0)
+        # Worker 1 dies: the chief stops at its next collective, with one line saying so.
         procs.kill(w1)
+        log = procs.wait(w0, 120)
+        assert w0.returncode == 2 and "lost contact with another worker" in log, procs.logs()
         assert json.loads(state.read_text())["phase"] == "coarse", "finished before the kill"
         assert not (tmp_path / "run_w1").exists()
 
