@@ -12,16 +12,17 @@ the scan. They are written as stored (uncompressed) npz files, ``--folders`` fac
 class folders of PNG files, under ``--work`` (reused when present; ~380 MiB per factor).
 
 Each measurement is a fresh child process: ``intake`` runs ``load_dataset`` (the images into
-the memory-mapped file), ``fingerprint``, and the scan and split (``clean_dataset``); ``build``
-runs ``frozenaug-build build --epochs 1 --policy light --jobs 2``. The child's own peak
+the memory-mapped file) and ``fingerprint`` (VmHWM column), then the scan and split
+(``clean_dataset``, "+scan" column: the peak of the whole child); ``build`` runs
+``frozenaug-build build --epochs 1 --policy light --jobs 2``. The child's own peak
 resident set is the kernel's ``VmHWM`` (anonymous + file-backed + shared pages, the number
 ``getrusage`` calls ru_maxrss; read from /proc just before the child exits). A sampler in this
 process also reads ``RssAnon`` and ``RssFile`` of the child (and of its workers, for the
 build) every 20 ms, so the table says which kind of page the peak is made of, and the CPU
 seconds of the whole process tree (the wall time is inflated on a shared machine). ``--old ROOT``
 also runs the intake with the code in ROOT (e.g. ``git archive`` of an earlier commit), for
-comparison. The ratio printed last is VmHWM(largest factor) / VmHWM(1x) of the intake
-(issue 12's acceptance: <= 1.3 at 16x).
+comparison. The ratios printed last are VmHWM(largest factor) / VmHWM(1x) (issue 12's
+acceptance: intake <= 1.3 at 16x).
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ def child_intake(data: str, spill: str) -> None:
     t1 = time.perf_counter()
     fp = fingerprint(ds)
     t2 = time.perf_counter()
+    hwm_intake = proc_status(os.getpid())["VmHWM"] / MIB  # the peak so far: load + fingerprint
     with tempfile.TemporaryDirectory(dir=spill) as out:
         result = clean_dataset(ds, out)
     t3 = time.perf_counter()
@@ -232,7 +234,7 @@ def child_intake(data: str, spill: str) -> None:
         "fingerprint": fp[:16], "scan_removed": s["removed"],
         "train": int(len(result.splits["train"])),
         "load_s": t1 - t0, "fingerprint_s": t2 - t1, "clean_s": t3 - t2,
-        "vmhwm_mib": proc_status(os.getpid())["VmHWM"] / MIB,
+        "vmhwm_mib": hwm_intake, "vmhwm_scan_mib": proc_status(os.getpid())["VmHWM"] / MIB,
         "cpu_s": sum(os.times()[:2]),
     }))
 
@@ -332,15 +334,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"what": "build", "input": kind, "factor": f, **r})
             print(json.dumps(rows[-1]), file=sys.stderr)
 
-    print(f"\n{'what':<14} {'input':<8} {'x':>3} {'images':>9} {'wall s':>7} {'cpu s':>7} "
-          f"{'VmHWM MiB':>10} {'anon MiB':>9} {'file MiB':>9} {'worker MiB':>11} "
-          f"{'tree MiB':>9}")
+    print(f"\n{'what':<14} {'input':<8} {'x':>3} {'images':>9} {'wall s':>7} {'CPU s':>7} "
+          f"{'VmHWM MiB':>10} {'+scan MiB':>9} {'anon MiB':>9} {'file MiB':>9} "
+          f"{'worker MiB':>11} {'tree MiB':>9}")
     for r in rows:
         n = r.get("images", r.get("build_images", 0))
-        worker = f"{r['peak_worker_rss_mib']:11.0f}" if r["what"] == "build" else f"{'-':>11}"
-        tree = f"{r['peak_tree_rss_mib']:9.0f}" if r["what"] == "build" else f"{'-':>9}"
+        build = r["what"] == "build"
+        scan = f"{'-':>9}" if build else f"{r['vmhwm_scan_mib']:9.0f}"
+        worker = f"{r['peak_worker_rss_mib']:11.0f}" if build else f"{'-':>11}"
+        tree = f"{r['peak_tree_rss_mib']:9.0f}" if build else f"{'-':>9}"
         print(f"{r['what']:<14} {r['input']:<8} {r['factor']:>3} {n:>9,} {r['wall_s']:7.1f} "
-              f"{r['tree_cpu_s']:7.1f} {r['vmhwm_mib']:10.0f} {r['peak_anon_mib']:9.0f} "
+              f"{r['tree_cpu_s']:7.1f} {r['vmhwm_mib']:10.0f} {scan} {r['peak_anon_mib']:9.0f} "
               f"{r['peak_file_mib']:9.0f} {worker} {tree}")
     for what in ("intake (new)", "intake (old)", "build"):
         for kind in ("npz", "folders"):
@@ -352,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                 if what == "build":
                     w = [sel[f]["peak_worker_rss_mib"] for f in (top, 1)]
                     line += f"; busiest worker {top}x / 1x = {w[0] / w[1]:.2f}"
+                else:
+                    sc = [sel[f]["vmhwm_scan_mib"] for f in (top, 1)]
+                    line += f"; with the scan and split {top}x / 1x = {sc[0] / sc[1]:.2f}"
                 print(line)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -136,9 +136,10 @@ class ImageFile:
         self.offset = len(header)
         from builder import shards  # here: the intake need not import h5py
 
-        shards.check_free_space(self.folder, self.offset + self.shape[0] * self.row_bytes,
-                         f"{folder}: the memory map of {where}'s {self.shape[0]:,} images of "
-                         f"{self.shape[1]}x{self.shape[2]}")
+        shards.check_free_space(
+            self.folder, self.offset + self.shape[0] * self.row_bytes,
+            f"{folder}: the memory map of {where}'s {self.shape[0]:,} images of "
+            f"{self.shape[1]}x{self.shape[2]}")
         try:
             self.fd, self.linkable = _unnamed_file(self.folder)
         except OSError as e:
