@@ -187,7 +187,7 @@ def test_manifest_encoding_checked(builds, tmp_path) -> None:
             fmt.load_manifest(build)
 
 
-def test_codec_round_trip_and_bounds() -> None:
+def test_codec_round_trip_and_bounds(monkeypatch) -> None:
     x = _smooth(5, 33, 1)
     noise = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     for enc in ENCODINGS[1:]:
@@ -201,6 +201,11 @@ def test_codec_round_trip_and_bounds() -> None:
         worst = np.diff(codec.encode_images(noise, enc)[1]).max()
         assert worst <= codec.bytes_bound(noise.shape[1:], enc)
         assert codec.bytes_estimate(x, enc) <= codec.bytes_bound(x.shape[1:], enc)
+        with monkeypatch.context() as mp:  # an OpenCV without IMREAD_COLOR_RGB: the same pixels
+            mp.setattr(codec, "_IMREAD_RGB", None)
+            again = np.zeros_like(x)
+            codec.decode_rows(data, off, range(5), again, np.arange(5)[::-1])
+            np.testing.assert_array_equal(again, out)
 
 
 def test_tf_dataset_of_an_encoded_build_matches_iter_numpy(builds) -> None:
