@@ -90,6 +90,18 @@ def test_cli_refuses_multiworker_without_tf_config(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_xla_under_multiworker():
+    from trainer.config import FitConfig
+    from trainer.fit import _jit
+
+    mw = {"strategy": "multiworker"}
+    assert _jit(FitConfig(xla="auto"), gpu=True)  # other strategies: unchanged
+    assert not _jit(FitConfig(xla="auto", **mw), gpu=True)
+    assert _jit(FitConfig(xla="on", **mw), gpu=True)
+    with pytest.raises(InputError, match="--xla on.*CPUs"):
+        _jit(FitConfig(xla="on", **mw), gpu=False)
+
+
 # --- the slicing ----------------------------------------------------------------------------
 
 

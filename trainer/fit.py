@@ -78,6 +78,18 @@ def _tristate(value: str, gpu: bool) -> bool:
     return gpu if value == "auto" else value == "on"
 
 
+def _jit(cfg: cfgmod.FitConfig, gpu: bool) -> bool:
+    """XLA for the train step: ``auto`` means on a GPU, except under multiworker, whose
+    cross-worker all-reduce TensorFlow (2.21) cannot compile for CPUs and which is not
+    verified compiled on GPUs here; ``--xla on`` there asks for it on GPUs only."""
+    if cfg.strategy != "multiworker":
+        return _tristate(cfg.xla, gpu)
+    if cfg.xla == "on" and not gpu:
+        raise InputError("--xla on: TensorFlow cannot compile the cross-worker all-reduce of "
+                         "--strategy multiworker for CPUs; use --xla off or auto")
+    return cfg.xla == "on"
+
+
 def class_weights(counts: list[int]) -> dict[int, float]:
     """Balanced weights n / (C * n_c); a class absent from train gets 1 (it never occurs)."""
     n, c = sum(counts), len(counts)
@@ -135,6 +147,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
     manifest = load_manifest(cfg.build_dir)
     cfgmod.check_trainable(manifest)
     gpu = _gpu_present()
+    jit = _jit(cfg, gpu)  # may refuse: before the strategy waits for the other workers
     if cfg.strategy == "multiworker":
         strategy = mw.make_strategy()
     elif cfg.strategy == "mirrored":
@@ -159,7 +172,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
     return Plan(
         cfg=cfg, run=run, manifest=manifest, shape=tuple(manifest.image_shape),
         pretrained=cfg.weights != "none", gpu=gpu, mixed=_tristate(cfg.mixed_precision, gpu),
-        jit=_tristate(cfg.xla, gpu), eager=eager, strategy=strategy, global_batch=global_batch,
+        jit=jit, eager=eager, strategy=strategy, global_batch=global_batch,
         val_batch=val_batch, train=train, val=val, mix=mix,
         # The plain cross-entropy, without label smoothing or weight penalties: comparable
         # across phases whose regularisers differ (the loss is not).
