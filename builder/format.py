@@ -405,8 +405,9 @@ def _dataset_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]
 
 def problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
     """Everything about an open shard that disagrees with its manifest entry (attributes,
-    dataset names, dtypes and shapes, label range and counts, source rows, soft labels), as
-    short phrases; empty if it is fine. The bytes (sha256) are ``checked_shard``'s business.
+    dataset names, dtypes and shapes, the image offsets of an encoded shard, label range and
+    counts, source rows, soft labels), as short phrases; empty if it is fine. The bytes (sha256)
+    and whether encoded images decode (``image_problems``) are ``checked_shard``'s business.
 
     Raises:
         OSError, KeyError, ValueError, TypeError: the file is damaged beyond reading.
