@@ -59,14 +59,30 @@ def iter_rows(images: np.ndarray, max_bytes: int = CHUNK_BYTES
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray, max_bytes: int = 4 << 20) -> np.ndarray:
-    """``images[rows]`` as a new array, read front to back a bounded chunk at a time, a memory
-    map's pages dropped after each: a shard's rows scattered over a large file would otherwise
-    leave most of the file resident (a fault maps up to 64 KiB around it, ~2.5 rows of 96x96,
-    so a chunk of scattered rows maps about 2.5x its size)."""
+    """``images[rows]`` as a new array, read front to back. A memory map of a named ``.npy``
+    (``np.load(mmap_mode="r")``, as the build's workers open ``.work/input.npy``) is read with
+    ``pread`` into the result, so no page of the file enters this process's RSS; any other
+    array by slices of about ``max_bytes``, a memory map's pages dropped after each. Through
+    the map, a shard's rows scattered over a large file would leave much of it resident: a
+    fault maps the pages around it, a whole large folio of the page cache where there is one."""
     rows = np.asarray(rows, np.int64)
     out = np.empty((len(rows), *images.shape[1:]), images.dtype)
     order = np.argsort(rows, kind="stable")
-    step = max(1, max_bytes // max(1, images[:1].nbytes))
+    row_bytes = images[:1].nbytes
+    path = getattr(images, "filename", None)
+    if (path is not None and isinstance(images.base, mmap.mmap) and len(rows) and row_bytes
+            and images.flags.c_contiguous):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            flat = out.reshape(len(rows), -1).view(np.uint8)
+            for j in order:
+                pos = images.offset + int(rows[j]) * row_bytes
+                if os.preadv(fd, [flat[j]], pos) != row_bytes:
+                    raise OSError(errno.EIO, f"{path}: short read at row {rows[j]}")
+        finally:
+            os.close(fd)
+        return out
+    step = max(1, max_bytes // max(1, row_bytes))
     for s in range(0, len(order), step):
         o = order[s : s + step]
         out[o] = images[rows[o]]

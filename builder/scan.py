@@ -65,10 +65,11 @@ class _Links:
     pairs); collapsing the buffer into one star per component every ``FLUSH`` pairs does.
     """
 
-    # 1M pairs: 16 MB of buffer, plus ~2x that while collapsing. At 4M, 16 copies of the shared
-    # set (220k images, whose 1,600 injected copies alone link 1.3M pairs per copy) peaked
-    # ~100 MB above one copy; a collapse costs one connected_components over the n nodes.
-    FLUSH = 1_000_000
+    # 250k pairs: 4 MB of buffer, ~2x that more while collapsing. Measured on 16 copies of the
+    # shared set (220k hashes; bench/intake_rss.py), scan + split grouping peaked at 65 MB
+    # traced with 1M and 31 MB with 250k, in no more CPU time (a collapse is one
+    # connected_components over the n nodes); 4M added ~100 MB to the peak RSS.
+    FLUSH = 250_000
 
     def __init__(self, n: int) -> None:
         self.n = n
