@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from builder.imagefile import drop_pages
+
 TILE = 96  # every image is shown at this size
 CAPTION = 28  # pixels of caption under each tile (two lines)
 COLS = 10
@@ -31,10 +33,13 @@ def _text(img: np.ndarray, text: str, x: int, y: int, scale: float = 0.33) -> No
     cv2.putText(img, drawable(text), (x, y), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-def _tile(image: np.ndarray, lines: list[str]) -> np.ndarray:
-    """One image scaled to TILE, with up to two caption lines under it."""
+def _tile(images: np.ndarray, i: int, lines: list[str]) -> np.ndarray:
+    """Image ``i`` scaled to TILE, with up to two caption lines under it. A memory map's pages
+    are dropped at once: the rows shown lie anywhere in the file, and each read through the
+    map leaves the pages around it (a whole large folio) resident."""
     out = np.full((TILE + CAPTION, TILE, 3), _BG, np.uint8)
-    out[:TILE] = cv2.resize(image, (TILE, TILE), interpolation=cv2.INTER_AREA)
+    out[:TILE] = cv2.resize(np.array(images[i]), (TILE, TILE), interpolation=cv2.INTER_AREA)
+    drop_pages(images)
     for k, line in enumerate(lines[:2]):
         _text(out, line[:18], 2, TILE + 11 + 12 * k)
     return out
@@ -69,7 +74,7 @@ def contact_sheet(images: np.ndarray, labels: np.ndarray, class_names: list[str]
     removed = [c for c in ordered if c["reason"] != "label_conflict"]
     parts.append(_heading(f"removed clusters: {len(removed)} (representative, reason, rows)",
                           width))
-    tiles = [_tile(images[c["representative"]],
+    tiles = [_tile(images, c["representative"],
                    [c["reason"].replace("_cluster", ""), f"x{c['size']} #{c['representative']}"])
              for c in removed[:MAX_CLUSTER_TILES]]
     if tiles:
@@ -81,7 +86,7 @@ def contact_sheet(images: np.ndarray, labels: np.ndarray, class_names: list[str]
     parts.append(_heading(f"label conflicts: {len(conflicts)} (all members removed)", width))
     for c in conflicts[:MAX_CONFLICTS]:
         members = c["members"] or [c["representative"]]
-        tiles = [_tile(images[i], [name(int(labels[i])), f"#{i}"]) for i in members[:COLS]]
+        tiles = [_tile(images, i, [name(int(labels[i])), f"#{i}"]) for i in members[:COLS]]
         parts.append(_grid(tiles))
     if len(conflicts) > MAX_CONFLICTS:
         parts.append(_heading(f"... and {len(conflicts) - MAX_CONFLICTS} more conflicts", width))
