@@ -152,7 +152,7 @@ def _augmenter(policy: Policy, policy_hash: str | None = None) -> Augmenter:
 
 def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
     """Worker: augment (train only), mix if the policy mixes, write the shard, mark it done."""
-    # Front to back, in chunks whose mapped pages leave this worker's RSS after each.
+    # Front to back, by pread: no page of the input stays in this worker's RSS.
     images = read_rows(_input_images(ctx.build_dir.input_npy), task.rows)
     labels, soft, policy_hash = task.labels, None, ""
     if task.split == "train":
