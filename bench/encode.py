@@ -107,7 +107,8 @@ def read_all(build: Path, threads: int) -> int:
 
 
 def decode_rate(build: Path) -> tuple[float, float]:
-    """cv2 decode images/s and images/CPU-s on one thread, over the whole encoded build."""
+    """Decode images/s and images/CPU-s on one thread (builder.codec: simplejpeg for JPEG, cv2
+    otherwise), over the whole encoded build."""
     from builder import codec
 
     m = fmt.load_manifest(build)
@@ -116,12 +117,13 @@ def decode_rate(build: Path) -> tuple[float, float]:
         with fmt.open_shard(m, s) as f:
             blobs.append((f[fmt.DS_IMAGE_BYTES][()], f[fmt.DS_IMAGE_OFFSETS][()]))
     out = np.empty((1, *m.image_shape), np.uint8)
+    encoding = m.encoding_of(m.shards[0])
 
     def run() -> int:
         k = 0
         for data, off in blobs:
             for i in range(len(off) - 1):
-                codec.decode_into(data[off[i]:off[i + 1]], out[0])
+                codec.decode_into(data[off[i]:off[i + 1]], out[0], encoding)
                 k += 1
         return k
 
