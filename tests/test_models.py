@@ -152,3 +152,23 @@ def test_weights_file_whole_model_and_errors(tmp_path):
     with pytest.raises(InputError, match="fits neither"):
         models.build_model("simple_cnn", (32, 32, 3), 5, head_units=[8],
                            weights=str(tmp_path / "a.weights.h5"))
+
+
+def test_input_norm_image_ignores_channel_gain_and_offset_and_survives_save(tmp_path):
+    """--input-norm image: an image and the same image with each channel scaled and shifted
+    (a stain/white-balance change, here exact in uint8) get the same prediction; without it they
+    do not; the saved model loads through the run loader."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(10, 100, (4, 32, 32, 3), dtype=np.uint8)
+    changed = (x.astype(np.int32) * np.array([2, 1, 2]) + np.array([0, 60, 30])).astype(np.uint8)
+    normed = models.build_model("small_resnet", (32, 32, 3), 3, head_units=[8], seed=1,
+                                input_norm="image")
+    plain = models.build_model("small_resnet", (32, 32, 3), 3, head_units=[8], seed=1)
+    p, q = normed.predict(x, verbose=0), normed.predict(changed, verbose=0)
+    np.testing.assert_allclose(p, q, atol=2e-3)
+    assert np.abs(plain.predict(x, verbose=0) - plain.predict(changed, verbose=0)).max() > 1e-2
+    normed.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(again.predict(x, verbose=0), p, atol=1e-6)
+    with pytest.raises(InputError, match="from-scratch"):
+        models.build_model("efficientnetv2b0", (32, 32, 3), 3, input_norm="image")

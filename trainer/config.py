@@ -26,6 +26,9 @@ MODEL_NAME = "model.keras"
 # --model values; trainer.models builds them (kept here, free of keras, for the CLI's --help).
 MODEL_NAMES = ("small_resnet", "small_resnet_wide", "simple_cnn", "efficientnetv2b0",
                "efficientnetv2b3", "convnext_tiny", "convnext_small", "convnext_base")
+# The models built for training from scratch (no ImageNet weights, input_norm allowed).
+SCRATCH_MODEL_NAMES = ("simple_cnn", "small_resnet", "small_resnet_wide")
+INPUT_NORMS = ("none", "image")
 STRATEGIES = ("default", "mirrored", "multiworker")
 TRISTATE = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adam")
@@ -63,6 +66,10 @@ class FitConfig:
     model: str = option("small_resnet", f"one of {', '.join(MODEL_NAMES)}")
     weights: str = option("none", "none (train from scratch), imagenet, or a .weights.h5/.keras "
                           "file")
+    input_norm: str = option("none", "image: standardise each image's channels (zero mean, unit "
+                             "variance over its pixels) before a from-scratch model, which "
+                             "makes it blind to brightness, contrast and stain/white-balance "
+                             "gains (see trainer/models.py)", choices=INPUT_NORMS)
     epochs_coarse: int = option(30, "epochs of the first phase (pretrained weights: backbone "
                                 "frozen)", lo=0, hi=100_000)
     epochs_fine: int = option(0, "epochs of fine-tuning", lo=0, hi=100_000)
@@ -121,6 +128,10 @@ class FitConfig:
         if self.epochs_coarse + self.epochs_fine < 1:
             raise InputError(f"{where}: epochs_coarse + epochs_fine must be >= 1, got "
                              f"{self.epochs_coarse} + {self.epochs_fine}")
+        if self.input_norm != "none" and self.model not in SCRATCH_MODEL_NAMES:
+            raise InputError(f"{where}: input_norm {self.input_norm} is only for the "
+                             f"from-scratch models ({', '.join(SCRATCH_MODEL_NAMES)}); "
+                             f"{self.model} has its own preprocessing")
         return self
 
 

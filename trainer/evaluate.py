@@ -46,6 +46,8 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     config, names, shape = read_run_files(run)
     import keras
 
+    import trainer.models  # noqa: F401  (registers the custom layers a saved model may hold)
+
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as e:  # a damaged zip/h5 raises many types

@@ -397,6 +397,7 @@ def _build(plan: Plan, phase: str, weights: str) -> keras.Model:
         cfg.model, plan.shape, plan.manifest.num_classes, weights=weights,
         pretrained=plan.pretrained, head_units=cfg.head_units, dropout=cfg.dropout,
         head_regularizer=reg, output_l2=cfg.output_l2, seed=cfg.seed,
+        input_norm=cfg.input_norm,
     )
 
 
