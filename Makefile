@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
 
-# ~4 min cold, run by .ci/run (README, "Docker on GPU servers"): the Dockerfile built with
+# ~4-8 min cold, a slow target outside CI (README, "Docker on GPU servers"): the Dockerfile built with
 # podman on a stand-in base and the sample run through it inside the build. Needs podman and
 # mmdebstrap (Debian).
 docker-test:
