@@ -303,20 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     spill = args.work / "spill"
     spill.mkdir(exist_ok=True)
     inputs = []
-    for f in factors:
-        path = args.work / f"rep{f}.npz"
+    layouts = [("npz", f, args.work / f"rep{f}.npz", write_npz, "images") for f in factors]
+    layouts += [("folders", f, args.work / f"rep{f}_dir", write_folders, "PNG files")
+                for f in folders]
+    for kind, f, path, write, what in layouts:
         t = time.perf_counter()
-        write_npz(path, images, labels, f)
-        print(f"input {path}: {f} x {len(images):,} images ({time.perf_counter() - t:.0f} s)",
+        write(path, images, labels, f)
+        print(f"input {path}: {f} x {len(images):,} {what} ({time.perf_counter() - t:.0f} s)",
               file=sys.stderr)
-        inputs.append(("npz", f, path))
-    for f in folders:
-        path = args.work / f"rep{f}_dir"
-        t = time.perf_counter()
-        write_folders(path, images, labels, f)
-        print(f"input {path}: {f} x {len(images):,} PNG files ({time.perf_counter() - t:.0f} s)",
-              file=sys.stderr)
-        inputs.append(("folders", f, path))
+        inputs.append((kind, f, path))
     del images
 
     rows = []
