@@ -34,9 +34,10 @@ FIT_OWN = {
 }
 
 
-def fit_inputs(build_dir: str, weights: str) -> list[str]:
-    """What fit reads, which its --overwrite must never remove: the build, a weights file."""
-    return [build_dir, *([weights] if Path(weights).is_file() else [])]
+def fit_inputs(build_dir: str, weights: str, fine_build: str = "") -> list[str]:
+    """What fit reads, which its --overwrite must never remove: the builds, a weights file."""
+    return [build_dir, *([fine_build] if fine_build else []),
+            *([weights] if Path(weights).is_file() else [])]
 
 
 def _resolve(p: str | os.PathLike) -> Path:

@@ -99,6 +99,16 @@ def both(*preps: Prep) -> Prep:
     return prep
 
 
+def clone(src: str, dst: str) -> Prep:
+    return lambda d: shutil.copytree(d / src, d / dst)
+
+
+def leak_one_row(split: dict) -> None:
+    """A split.json whose first train and val rows changed places: a build split differently."""
+    tr, va = split["splits"]["train"]["indices"], split["splits"]["val"]["indices"]
+    tr[0], va[0] = va[0], tr[0]
+
+
 def user_data(d: Path) -> None:
     """mydata/train and mydata/test: a folder per class (a, b) of PNGs, the issue's layout."""
     rng = np.random.default_rng(1)
@@ -225,6 +235,13 @@ add("trace",
     fit_input_norm_pretrained_model=t(
         ["fit", "build", "--out", "r", *FIT[2:], "--model", "efficientnetv2b0", "--input-norm",
          "image"], ("input_norm", "efficientnetv2b0"), ("build",)),
+    fit_fine_build_split_differs=t(
+        ["fit", "build", "--out", "r", *FIT, "--epochs-fine", "1", "--fine-build", "b2"],
+        ("b2", "split"), ("build",), both(clone("build", "b2"),
+                                          edit_json("b2/split.json", leak_one_row))),
+    fit_fine_build_without_fine_epochs=t(
+        ["fit", "build", "--out", "r", *FIT, "--fine-build", "build"],
+        ("fine_build", "--epochs-fine"), ("build",)),
     fit_seed_2_32=t(["fit", "build", "--out", "r", *FIT, "--seed", 2**32], ("seed",), ("build",)),
     fit_seed_negative=t(["fit", "build", "--out", "r", *FIT, "--seed", -1], ("seed",),
                         ("build",)),

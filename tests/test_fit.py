@@ -247,3 +247,65 @@ def test_fit_verify_catches_a_changed_image_byte(build, tmp_path, capsys):
     assert train_main(_fit_argv(damaged, run)) == 0
     assert (run / "model.keras").is_file()
     assert json.loads((run / "config.json").read_text())["verify"] is False
+
+
+def _same_split(*builds):
+    """The split.json a real build holds, the same in each (the factory writes none)."""
+    for b in builds:
+        (b / "split.json").write_text(json.dumps(
+            {"input_fingerprint": "f" * 64, "splits": {"train": {"indices": [0, 1]}}}))
+    return builds
+
+
+def test_fine_build_feeds_the_fine_phase_and_its_batchnorm(tmp_path, monkeypatch):
+    """heavy-then-light: the fine phase and precise BN read the fine build's train split; the
+    val split stays the run's own."""
+    from trainer.stream import ShardStream
+
+    main, fine = _same_split(
+        make_build(tmp_path / "main", n_per_class=6, num_classes=3, size=32),
+        make_build(tmp_path / "fine", n_per_class=6, num_classes=3, size=32, epochs=1, seed=1))
+    read = []
+
+    def spy(name):
+        orig = getattr(ShardStream, name)
+
+        def wrapped(self, *a, **k):
+            read.append((name, self.split, self.manifest.root.name))
+            return orig(self, *a, **k)
+        monkeypatch.setattr(ShardStream, name, wrapped)
+    spy("dataset")
+    spy("iter_numpy")
+    run = tmp_path / "run"
+    fit(_cfg(main, epochs_coarse=1, epochs_fine=1, fine_build=str(fine)), run, verbose=0,
+        eager=True)
+    assert [r["phase"] for r in _history(run)] == ["coarse", "fine"]
+    train = [r for r in read if r[1] == "train"]
+    assert train == [("dataset", "train", "main"), ("dataset", "train", "fine"),
+                     ("iter_numpy", "train", "fine")]
+    assert {r[2] for r in read if r[1] == "val"} == {"main"}
+    assert json.loads((run / "run.json").read_text())["fine_build"] == str(fine.resolve())
+
+    # another split: refused before anything is written
+    (fine / "split.json").write_text(json.dumps(
+        {"input_fingerprint": "e" * 64, "splits": {"train": {"indices": [0, 1]}}}))
+    with pytest.raises(InputError, match="split"):
+        fit(_cfg(main, epochs_coarse=1, epochs_fine=1, fine_build=str(fine)),
+            tmp_path / "other", verbose=0, eager=True)
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("model,flag,normed", [("small_resnet", "auto", True),
+                                               ("small_resnet", "none", False),
+                                               ("simple_cnn", "auto", False),
+                                               ("simple_cnn", "image", True)])
+def test_input_norm_auto_standardises_the_residual_nets_only(build, tmp_path, model, flag,
+                                                              normed):
+    """The default (auto) gives small_resnet the per-image standardisation that measured better
+    on the blood cells; simple_cnn and an explicit none keep the raw colours."""
+    run = tmp_path / "run"
+    cfg = _cfg(build, model=model, input_norm=flag, epochs_coarse=1, epochs_fine=0)
+    assert FitConfig(build_dir=str(build), model=model).input_norm == "auto"
+    fit(cfg, run, verbose=0, eager=True)
+    saved = keras.saving.load_model(run / "model.keras", compile=False)
+    assert any(layer.name == "standardize" for layer in saved.layers) == normed

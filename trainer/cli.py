@@ -103,14 +103,19 @@ def precheck(args: argparse.Namespace) -> None:
                              "folder)")
         from trainer.config import resolve_config  # no TensorFlow in there
 
-        if resolve_config(fit_flags(args), args.config).strategy == "multiworker":
+        cfg = resolve_config(fit_flags(args), args.config)
+        if cfg.strategy == "multiworker":
             from trainer.multiworker import read_tf_config  # no TensorFlow in there
 
             read_tf_config()
         from builder.format import load_manifest
-        from trainer.config import check_trainable
+        from trainer.config import check_fine_build, check_trainable
 
-        check_trainable(load_manifest(args.dir))
+        manifest = load_manifest(args.dir)
+        check_trainable(manifest)
+        if cfg.fine_build:
+            _exists(cfg.fine_build, "--fine-build directory", True)
+            check_fine_build(manifest, load_manifest(cfg.fine_build))
         return
     # evaluate and predict take fit's rules for the seed and the batch size
     for name in ("seed", "batch_size"):

@@ -28,7 +28,10 @@ MODEL_NAMES = ("small_resnet", "small_resnet_wide", "simple_cnn", "efficientnetv
                "efficientnetv2b3", "convnext_tiny", "convnext_small", "convnext_base")
 # The models built for training from scratch (no ImageNet weights, input_norm allowed).
 SCRATCH_MODEL_NAMES = ("simple_cnn", "small_resnet", "small_resnet_wide")
-INPUT_NORMS = ("none", "image")
+INPUT_NORMS = ("auto", "none", "image")
+# What input_norm "auto" gives: the residual nets, where it measured better (README, "Models");
+# simple_cnn stays as it was, a plain baseline for tests and smoke runs.
+AUTO_INPUT_NORM_MODELS = ("small_resnet", "small_resnet_wide")
 STRATEGIES = ("default", "mirrored", "multiworker")
 TRISTATE = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adam")
@@ -66,13 +69,18 @@ class FitConfig:
     model: str = option("small_resnet", f"one of {', '.join(MODEL_NAMES)}")
     weights: str = option("none", "none (train from scratch), imagenet, or a .weights.h5/.keras "
                           "file")
-    input_norm: str = option("none", "image: standardise each image's channels (zero mean, unit "
-                             "variance over its pixels) before a from-scratch model, which "
+    input_norm: str = option("auto", "image: standardise each image's channels (zero mean, "
+                             "unit variance over its pixels) before a from-scratch model, which "
                              "makes it blind to brightness, contrast and stain/white-balance "
-                             "gains (see trainer/models.py)", choices=INPUT_NORMS)
+                             "gains (see trainer/models.py); auto: image for small_resnet and "
+                             "small_resnet_wide, else none", choices=INPUT_NORMS)
     epochs_coarse: int = option(30, "epochs of the first phase (pretrained weights: backbone "
                                 "frozen)", lo=0, hi=100_000)
-    epochs_fine: int = option(0, "epochs of fine-tuning", lo=0, hi=100_000)
+    epochs_fine: int = option(0, "epochs of fine-tuning (from scratch: a finishing phase)",
+                              lo=0, hi=100_000)
+    fine_build: str = option("", "the fine phase trains on this build's train split instead: "
+                             "another build of the same input and split, e.g. --policy light "
+                             "to finish a heavy run (README, Models)", empty_ok=True)
     batch_size: int = option(64, "images per batch, per replica", lo=1, hi=65536)
     lr: float = option(2e-3, "coarse-phase (peak) learning rate", **_POSITIVE)
     fine_lr: float = option(1e-5, "fine-tuning learning rate", **_POSITIVE)
@@ -120,6 +128,13 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def model_input_norm(self) -> str:
+        """input_norm with "auto" resolved for this model: "image" or "none"."""
+        if self.input_norm == "auto":
+            return "image" if self.model in AUTO_INPUT_NORM_MODELS else "none"
+        return self.input_norm
+
     def validate(self, where: str = "config") -> FitConfig:
         """Every field checked by its option (a FitConfig made in code is checked too), and
         the one rule across fields; InputError naming ``where`` and the key."""
@@ -128,7 +143,10 @@ class FitConfig:
         if self.epochs_coarse + self.epochs_fine < 1:
             raise InputError(f"{where}: epochs_coarse + epochs_fine must be >= 1, got "
                              f"{self.epochs_coarse} + {self.epochs_fine}")
-        if self.input_norm != "none" and self.model not in SCRATCH_MODEL_NAMES:
+        if self.fine_build and not self.epochs_fine:
+            raise InputError(f"{where}: fine_build {self.fine_build} is read by the fine phase "
+                             "only; give it epochs (--epochs-fine N)")
+        if self.input_norm == "image" and self.model not in SCRATCH_MODEL_NAMES:
             raise InputError(f"{where}: input_norm {self.input_norm} is only for the "
                              f"from-scratch models ({', '.join(SCRATCH_MODEL_NAMES)}); "
                              f"{self.model} has its own preprocessing")
@@ -166,6 +184,34 @@ def check_trainable(manifest: Any) -> None:
                          "classes)")
 
 
+def check_fine_build(manifest: Any, fine: Any) -> None:
+    """The fine phase's build must hold the same images, classes and split as the run's build:
+    its train split is read in place of the run's, and the val and test splits, which select
+    and judge the model, must not hold any of its training images."""
+    where = f"{fine.root}: --fine-build"
+    if list(fine.class_names) != list(manifest.class_names):
+        raise InputError(f"{where} has classes {fine.class_names}, {manifest.root} has "
+                         f"{manifest.class_names}")
+    if list(fine.image_shape) != list(manifest.image_shape):
+        raise InputError(f"{where} holds images of {tuple(fine.image_shape)}, {manifest.root} "
+                         f"of {tuple(manifest.image_shape)}")
+    if _split_of(fine) != _split_of(manifest):
+        raise InputError(f"{where} splits another input or splits it differently than "
+                         f"{manifest.root} (its split.json differs): its train images could be "
+                         "in the val or test split; build it from the same input with the same "
+                         "--seed, --split and cleaning options")
+
+
+def _split_of(manifest: Any) -> Any:
+    """The input fingerprint and rows of each split a build holds (its split.json)."""
+    path = Path(manifest.root) / "split.json"
+    try:
+        split = json.loads(path.read_text())
+        return split["input_fingerprint"], split["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None
+
+
 def load_run_config(run_dir: str | Path) -> FitConfig:
     """The FitConfig stored in ``RUN/config.json``; InputError naming the file if unusable."""
     path = Path(run_dir) / CONFIG_NAME
@@ -193,7 +239,7 @@ def config_differences(a: FitConfig, b: FitConfig) -> list[str]:
     for k in da:
         if k in CHECK_KEYS:
             continue
-        if k == "build_dir":
+        if k in ("build_dir", "fine_build") and da[k] and db[k]:
             if Path(da[k]).resolve() != Path(db[k]).resolve():
                 diff.append(k)
         elif da[k] != db[k]:

@@ -3,8 +3,10 @@
 From scratch (``--weights none``, the default, with ``small_resnet``): every layer trains from
 the first step, BatchNorm included, with AdamW (decoupled weight decay, none on norms and
 biases), a linear warm-up of ``warmup_epochs`` then cosine decay to lr/100, and label
-smoothing. The fine phase (``epochs_fine``, default 0) is then only a continuation at
-``fine_lr`` with L1L2 on the head.
+smoothing. The fine phase (``epochs_fine``, default 0) is then a finishing phase: the same net
+and regularisers at ``fine_lr`` (cosine, no warm-up), on ``fine_build``'s train split when
+given: heavy augmentation for robustness, then a few epochs of a light build of the same split
+give back the clean accuracy heavy costs (README, "Models").
 
 From pretrained weights (``imagenet`` or a file), the original project's two phases. Coarse:
 the backbone is frozen and runs in inference mode, the head trains with L2 (``head_l2``) at
@@ -124,10 +126,15 @@ class Plan:
     train: ShardStream
     val: ShardStream | None
     mix: MixConfig | None  # drawn anew every epoch while reading (cfg.mix == "fresh")
+    fine_train: ShardStream | None  # the fine phase's train split when cfg.fine_build is set
     monitor: str
     class_weight: dict[int, float] | None
     verbose: int
     cluster: mw.Cluster | None = None  # --strategy multiworker
+
+    def stream(self, phase: str) -> ShardStream:
+        """The train stream a phase reads."""
+        return self.fine_train if phase == "fine" and self.fine_train is not None else self.train
 
     @property
     def replicas(self) -> int:
@@ -159,6 +166,12 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
         cfg.batch_size, strategy.num_replicas_in_sync, always=cfg.strategy == "multiworker")
     train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
                         drop_remainder=drop, verify=cfg.verify)
+    fine_train = None
+    if cfg.fine_build:
+        fine_manifest = load_manifest(cfg.fine_build)
+        cfgmod.check_fine_build(manifest, fine_manifest)
+        fine_train = ShardStream(fine_manifest, "train", batch_size=global_batch, shuffle=True,
+                                 seed=cfg.seed, drop_remainder=drop, verify=cfg.verify)
     val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)
            if manifest.shards_of("val") else None)
     mix = None
@@ -173,7 +186,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
         cfg=cfg, run=run, manifest=manifest, shape=tuple(manifest.image_shape),
         pretrained=cfg.weights != "none", gpu=gpu, mixed=_tristate(cfg.mixed_precision, gpu),
         jit=jit, eager=eager, strategy=strategy, global_batch=global_batch,
-        val_batch=val_batch, train=train, val=val, mix=mix,
+        val_batch=val_batch, train=train, val=val, mix=mix, fine_train=fine_train,
         # The plain cross-entropy, without label smoothing or weight penalties: comparable
         # across phases whose regularisers differ (the loss is not).
         monitor="val_ce" if val is not None else "ce",
@@ -263,7 +276,9 @@ def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Clu
                         callbacks)
 
         # 4. BatchNorm statistics that match the final weights ("precise BN"), then the model.
-        bn_images = precise_bn(model, plan, state.epoch) if cfg.precise_bn else 0
+        last = "fine" if cfg.epochs_fine else "coarse"
+        bn_images = precise_bn(model, plan.stream(last), plan, state.epoch) if (
+            cfg.precise_bn) else 0
         if cluster is not None:
             mw.check_same_weights(plan.strategy, model, cluster)
         ckpt.save_atomic(run / MODEL_NAME, model.save)
@@ -317,11 +332,13 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
         if es.initial_best_weights is not None:
             model.set_weights(es.initial_best_weights)  # what EarlyStopping would have restored
         return
+    stream = plan.stream(phase)
+
     def train_data() -> tf.data.Dataset:
-        data = plan.train.dataset(initial_epoch=start, repeat=True)
-        if plan.mix is not None:
+        data = stream.dataset(initial_epoch=start, repeat=True)
+        if plan.mix is not None and stream is plan.train:  # a fine build mixes as it was built
             data = fresh_mix(data, plan.mix, plan.manifest.num_classes, cfg.seed,
-                             first_step=start * plan.train.steps_per_epoch)
+                             first_step=start * stream.steps_per_epoch)
         return data
 
     class_weight, val_steps = plan.class_weight, None
@@ -335,7 +352,7 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
             val_steps = plan.val.steps_per_epoch
     try:
         model.fit(
-            data, steps_per_epoch=plan.train.steps_per_epoch, validation_data=val,
+            data, steps_per_epoch=stream.steps_per_epoch, validation_data=val,
             validation_steps=val_steps,
             initial_epoch=start, epochs=end_epoch, class_weight=class_weight,
             callbacks=[es, *([rlr] if rlr else []), ck, *callbacks], verbose=plan.verbose,
@@ -364,14 +381,16 @@ def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
     return model
 
 
-def precise_bn(model: keras.Model, plan: Plan, epoch: int, max_images: int = 4096) -> int:
+def precise_bn(model: keras.Model, stream: ShardStream, plan: Plan, epoch: int,
+               max_images: int = 4096) -> int:
     """Recompute the moving statistics of every BatchNorm layer that trained, as the exact
-    average over up to ``max_images`` images of Keras epoch ``epoch``'s frozen epoch, with the
+    average over up to ``max_images`` images of Keras epoch ``epoch``'s frozen epoch of
+    ``stream`` (the train split the last phase read), with the
     final weights (pycls' "precise BN"): the moving averages lag behind the weights, most on
     short runs. Returns the number of images used (0: no BatchNorm trained)."""
     if plan.replicas > 1 or not batchnorm_layers(model):
         return 0  # synchronised replicas already agree; a frozen backbone keeps ImageNet's
-    batches = (x for x, _ in itertools.islice(plan.train.iter_numpy(max(epoch, 0)),
+    batches = (x for x, _ in itertools.islice(stream.iter_numpy(max(epoch, 0)),
                                               max(1, max_images // plan.global_batch)))
     return recompute_bn_statistics(model, batches)
 
@@ -386,18 +405,21 @@ def write_run_info(plan: Plan) -> None:
         "strategy": plan.cfg.strategy, "workers": plan.cluster.workers if plan.cluster else 1,
         "val_samples": plan.val.num_samples if plan.val else 0,
         "class_weight": plan.class_weight,
+        "fine_build": str(Path(plan.cfg.fine_build).resolve()) if plan.cfg.fine_build else None,
     })
 
 
 def _build(plan: Plan, phase: str, weights: str) -> keras.Model:
     cfg = plan.cfg
-    reg = (models.head_regularizer(0.0, cfg.head_l2) if phase == "coarse"
+    # L1L2 belongs to the transfer recipe's fine-tuning; from scratch the fine phase finishes
+    # the same net, with the same regulariser
+    reg = (models.head_regularizer(0.0, cfg.head_l2) if phase == "coarse" or not plan.pretrained
            else models.head_regularizer(cfg.fine_l1, cfg.fine_l2))
     return models.build_model(
         cfg.model, plan.shape, plan.manifest.num_classes, weights=weights,
         pretrained=plan.pretrained, head_units=cfg.head_units, dropout=cfg.dropout,
         head_regularizer=reg, output_l2=cfg.output_l2, seed=cfg.seed,
-        input_norm=cfg.input_norm,
+        input_norm=cfg.model_input_norm,
     )
 
 
@@ -412,10 +434,10 @@ def _optimizer(plan: Plan, phase: str) -> keras.optimizers.Optimizer:
     peak = cfg.lr if phase == "coarse" else cfg.fine_lr
     lr: float | keras.optimizers.schedules.LearningRateSchedule = peak
     if cfg.schedule == "cosine":
-        steps = plan.train.steps_per_epoch * (cfg.epochs_coarse if phase == "coarse"
-                                               else cfg.epochs_fine)
+        steps = plan.stream(phase).steps_per_epoch * (cfg.epochs_coarse if phase == "coarse"
+                                                      else cfg.epochs_fine)
         # warm-up only from random weights, where the first large steps do the harm
-        warmup = int(round(cfg.warmup_epochs * plan.train.steps_per_epoch)) if (
+        warmup = int(round(cfg.warmup_epochs * plan.stream(phase).steps_per_epoch)) if (
             phase == "coarse") else 0
         warmup = min(warmup, max(steps - 1, 0))
         lr = keras.optimizers.schedules.CosineDecay(

@@ -56,7 +56,7 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
             )
         return
     if overwrite:  # only fit's own files, never the build, the weights or someone's folder
-        removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights))
+        removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights, cfg.fine_build))
     # What would be left: --overwrite removes fit's own files; a kill's temporaries never count.
     others = [p.name for p in run.iterdir() if not p.name.startswith(TMP_PREFIX)
               and not (overwrite and p.name in RUN_FILES)]
@@ -74,7 +74,8 @@ def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, overwrite: bool) -> Non
     RUN/checkpoints; nothing else writes there while fit runs.
     """
     if overwrite:
-        remove(removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights)))
+        inputs = fit_inputs(cfg.build_dir, cfg.weights, cfg.fine_build)
+        remove(removable(run, RUN_FILES, FIT_OWN, inputs))
     for folder in (run, run / ckpt.CHECKPOINT_DIR):
         remove_stale_temporaries(folder)
     run.mkdir(parents=True, exist_ok=True)
