@@ -1,7 +1,8 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
-                            [--row-epochs 8] [--row-k 4] [--out out/quality]
+                            [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr 2e-4]
+                            [--variants tta,adapt-bn,tta+adapt-bn] [--out out/quality]
 
 Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
 subprocesses) on the shared blood-cell set (``../shared/data/bloodcells``, unpacked once), and
@@ -16,7 +17,9 @@ model selection (EarlyStopping watches the val split):
   how the tool copes with damage of a kind nobody anticipated.
 
 Rows (each a build + fit; rows already done in ``--out`` are skipped, so an interrupted run
-resumes):
+resumes). The main, base and lofo rows end with a finishing phase of ``--finish`` epochs on a
+light build of the same split (``fit --fine-build``; for a lofo row the light build lacks the
+held-out family too), the recipe the README recommends:
 
 * ``main``: heavy policy, K=10, the default model and recipe, ``--epochs`` epochs; also scored
   with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both (at severities 3..5 only);
@@ -55,21 +58,27 @@ SEVERITIES = (1, 2, 3, 4, 5)
 STRONG = (3, 4, 5)
 
 
-def rows(epochs: int, row_epochs: int, row_k: int) -> dict[str, dict]:
-    """name -> build flags, fit flags, what to score, group; in the order they run."""
+def rows(epochs: int, row_epochs: int, row_k: int, finish: int) -> dict[str, dict]:
+    """name -> build flags, fit flags, what to score, group; in the order they run. ``fine``:
+    the flags of a second build of the same split that a finishing phase of ``finish`` epochs
+    reads (``fit --fine-build``; none when 0)."""
     fit_row = ["--epochs-coarse", str(row_epochs)]
     k = str(row_k)
+    light = ["--policy", "light", "--epochs", "3"] if finish else None
+    then = f" + light {finish}" if finish else ""
     r: dict[str, dict] = {
-        "heavy K=10": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
-                           fit=["--epochs-coarse", str(epochs)], extra=True),
+        f"heavy K=10{then}": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
+                                  fit=["--epochs-coarse", str(epochs)], fine=light,
+                                  extra=True),
         # the baseline of every other row: same epochs, same K
-        f"heavy K={k}": dict(group="base", build=["--policy", "heavy", "--epochs", k],
-                             fit=fit_row),
+        f"heavy K={k}{then}": dict(group="base", build=["--policy", "heavy", "--epochs", k],
+                                   fit=fit_row, fine=light),
     }
-    for f in FAMILIES:
-        r[f"heavy K={k} without {f}"] = dict(
+    for f in FAMILIES:  # the finishing build lacks the family too
+        r[f"heavy K={k}{then} without {f}"] = dict(
             group="lofo", family=f, build=["--policy", "heavy", "--drop-family", f,
-                                           "--epochs", k], fit=fit_row, extra=True)
+                                           "--epochs", k], fit=fit_row,
+            fine=light and [*light, "--drop-family", f], extra=True)
     r.update({
         "none K=1": dict(group="policy", build=["--policy", "none", "--epochs", "1"],
                          fit=fit_row),
@@ -99,14 +108,19 @@ def run_cli(argv: list[str], log: Path) -> float:
     return time.perf_counter() - t
 
 
-def score_run(run_dir: Path, build: Path, family: str | None, extra: bool) -> dict:
-    """Clean and distorted accuracy of a run on its build's test split."""
+VARIANTS = {"tta": (True, False), "adapt-bn": (False, True), "tta+adapt-bn": (True, True)}
+
+
+def score_run(run_dir: Path, build: Path, family: str | None,
+              extra: list[str] | tuple = tuple(VARIANTS)) -> dict:
+    """Clean and distorted accuracy of a run on its build's test split, plain and with each
+    of the ``extra`` variants (names of VARIANTS)."""
     from trainer import tta as tta_module
     from trainer.evaluate import load_inputs, load_run, robustness, score
 
     run = load_run(run_dir)
     inputs = load_inputs(run, str(build), "test")
-    variants = [(False, False)] + ([(True, False), (False, True), (True, True)] if extra else [])
+    variants = [(False, False), *(VARIANTS[v] for v in extra)]
     out: dict = {}
     for tta, adapt in variants:
         key = "plain" + ("+tta" if tta else "") + ("+adapt-bn" if adapt else "")
@@ -205,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=40, help="epochs of the main row")
     ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
     ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
+    ap.add_argument("--finish", type=int, default=3,
+                    help="epochs of the light finishing phase (fit --fine-build) of the main, "
+                         "base and lofo rows; 0: none")
+    ap.add_argument("--fine-lr", type=float, default=2e-4, help="its peak learning rate")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="what the main and lofo rows are scored with besides plain: "
+                         f"{', '.join(VARIANTS)} (comma-separated; '' for none)")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -215,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                        check=True)
     groups = set(args.rows.split(","))
     results: dict[str, dict] = {}
-    for name, row in rows(args.epochs, args.row_epochs, args.row_k).items():
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - set(VARIANTS):
+        ap.error(f"--variants: choose among {', '.join(VARIANTS)}")
+    for name, row in rows(args.epochs, args.row_epochs, args.row_k, args.finish).items():
         if row["group"] not in groups:
             continue
         slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
@@ -229,20 +253,26 @@ def main(argv: list[str] | None = None) -> int:
         run.parent.mkdir(exist_ok=True)
         times = out / "rows" / f"{slug}.times.json"  # a finished build and fit are kept
         t = json.loads(times.read_text()) if times.is_file() else {}
+        fine, fit_flags = build.with_name(f"{slug}-fine"), list(row["fit"])
+        if row.get("fine"):
+            fit_flags += ["--epochs-fine", str(args.finish), "--fine-build", str(fine),
+                          "--fine-lr", str(args.fine_lr)]
         if "build_s" not in t:
-            t["build_s"] = run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out",
-                                    str(build), "--seed", "0", "--jobs", str(args.jobs),
-                                    "--overwrite", *row["build"]], log)
+            t["build_s"] = sum(
+                run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out", str(out_),
+                         "--seed", "0", "--jobs", str(args.jobs), "--overwrite", *flags], log)
+                for out_, flags in ((build, row["build"]), (fine, row.get("fine"))) if flags)
             save(times, t)
         if "fit_s" not in t:
             t["fit_s"] = run_cli([str(BIN / "frozenaug-train"), "fit", str(build), "--out",
-                                  str(run), "--overwrite", *row["fit"]], log)
+                                  str(run), "--overwrite", *fit_flags], log)
             save(times, t)
         build_s, fit_s = t["build_s"], t["fit_s"]
         epochs = len(json.loads((run / "state.json").read_text())["history"])
         r = {"group": row["group"], "build_s": build_s, "fit_s": fit_s,
              "epochs": epochs, "epoch_s": fit_s / max(epochs, 1), "family": row.get("family"),
-             "scores": score_run(run, build, row.get("family"), row.get("extra", False))}
+             "scores": score_run(run, build, row.get("family"),
+                                 variants if row.get("extra") else ())}
         if row.get("lazy"):
             r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
         save(done, r)
