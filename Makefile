@@ -36,7 +36,7 @@ demo: $(STAMP)
 	@echo "training curves: $(OUT)/run/curves.png; metrics: $(OUT)/eval/metrics.json and $(OUT)/eval/confusion.png"
 
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
