@@ -21,8 +21,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 # The main job on the shipped sample: scan -> build shards -> train small_resnet from scratch
 # -> evaluate. The light policy: on 770 training images heavy needs far more epochs than a
-# demo affords (30 epochs: 0.65 test accuracy; light, 40: 0.92). bench/quality.py measures
-# heavy on the full set.
+# demo affords (30 epochs: 0.65 test accuracy; light, 40: 0.95, 2 min on 2 cores after setup).
+# bench/quality.py measures heavy on the full set.
 demo: $(STAMP)
 	$(BIN)/frozenaug-build scan $(SAMPLE) --out $(OUT)/scan
 	$(BIN)/frozenaug-build build $(SAMPLE) --out $(OUT)/shards --epochs 5 --policy light --seed 0 \

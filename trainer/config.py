@@ -83,7 +83,8 @@ class FitConfig:
                              "to finish a heavy run (README, Models)", empty_ok=True)
     batch_size: int = option(64, "images per batch, per replica", lo=1, hi=65536)
     lr: float = option(2e-3, "coarse-phase (peak) learning rate", **_POSITIVE)
-    fine_lr: float = option(1e-5, "fine-tuning learning rate", **_POSITIVE)
+    fine_lr: float = option(1e-5, "fine-phase (peak) learning rate; 1e-5 fine-tunes a pretrained "
+                            "backbone, a from-scratch finishing phase wants ~2e-4", **_POSITIVE)
     optimizer: str = option("adamw", "adamw (decoupled weight decay) or adam", choices=OPTIMIZERS)
     weight_decay: float = option(0.05, "AdamW weight decay", **_ZERO_ONE)
     schedule: str = option("cosine", "cosine: linear warm-up then cosine decay to lr / 100; "

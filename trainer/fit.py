@@ -385,9 +385,9 @@ def precise_bn(model: keras.Model, stream: ShardStream, plan: Plan, epoch: int,
                max_images: int = 4096) -> int:
     """Recompute the moving statistics of every BatchNorm layer that trained, as the exact
     average over up to ``max_images`` images of Keras epoch ``epoch``'s frozen epoch of
-    ``stream`` (the train split the last phase read), with the
-    final weights (pycls' "precise BN"): the moving averages lag behind the weights, most on
-    short runs. Returns the number of images used (0: no BatchNorm trained)."""
+    ``stream`` (the train split the last phase read), with the final weights (pycls' "precise
+    BN"): the moving averages lag behind the weights, most on short runs. Returns the number
+    of images used (0: no BatchNorm trained)."""
     if plan.replicas > 1 or not batchnorm_layers(model):
         return 0  # synchronised replicas already agree; a frozen backbone keeps ImageNet's
     batches = (x for x, _ in itertools.islice(stream.iter_numpy(max(epoch, 0)),
