@@ -434,10 +434,10 @@ def _optimizer(plan: Plan, phase: str) -> keras.optimizers.Optimizer:
     peak = cfg.lr if phase == "coarse" else cfg.fine_lr
     lr: float | keras.optimizers.schedules.LearningRateSchedule = peak
     if cfg.schedule == "cosine":
-        steps = plan.stream(phase).steps_per_epoch * (cfg.epochs_coarse if phase == "coarse"
-                                                      else cfg.epochs_fine)
+        per_epoch = plan.stream(phase).steps_per_epoch
+        steps = per_epoch * (cfg.epochs_coarse if phase == "coarse" else cfg.epochs_fine)
         # warm-up only from random weights, where the first large steps do the harm
-        warmup = int(round(cfg.warmup_epochs * plan.stream(phase).steps_per_epoch)) if (
+        warmup = int(round(cfg.warmup_epochs * per_epoch)) if (
             phase == "coarse") else 0
         warmup = min(warmup, max(steps - 1, 0))
         lr = keras.optimizers.schedules.CosineDecay(

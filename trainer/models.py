@@ -22,7 +22,9 @@ convolution: what microscopy calls a crude stain/white-balance normalisation. Th
 cannot see a per-channel gain or offset (brightness, contrast, stain intensity, white balance),
 so it copes with colour changes it never trained on: on the shared set, a policy without the
 colour family scored 0.62 instead of 0.29 under the colour distortions (bench/quality.py,
-8 epochs), at the same clean accuracy. Channel swaps and grayscale remain unseen changes.
+8 epochs), and with every family, 40 epochs, clean accuracy rose from 0.956 to 0.971. fit's
+default (``input_norm="auto"``, trainer/config.py) turns it on for the small_resnets. Channel
+swaps and grayscale remain unseen changes.
 
 ``small_resnet`` and ``small_resnet_wide`` are residual nets for 64-128 px images trained from
 scratch: a two-convolution stem that brings 96 px to 24 px (most of a small CNN's time goes to
