@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from builder.format import DEFAULT_SHARD_SIZE  # noqa: E402
-from builder.policy import PRESETS, Augmenter, batch_seed, load_policy, sample_seed  # noqa: E402
+from frozenaug.builder.augment.policy import PRESETS, Augmenter, load_policy  # noqa: E402
+from frozenaug.common.seeds import batch_seed, sample_seed  # noqa: E402
+from frozenaug.format import DEFAULT_SHARD_SIZE  # noqa: E402
 
 
 def load_images(path: str | None, n: int) -> tuple[np.ndarray, np.ndarray]:

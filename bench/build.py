@@ -68,7 +68,7 @@ class PeakRSS:
 
 
 def run_build(data: Path, out: Path, policy: str, jobs: int, epochs: int, clean: bool) -> dict:
-    cmd = [sys.executable, "-m", "builder", "build", str(data), "--out", str(out),
+    cmd = [sys.executable, "-m", "frozenaug.builder", "build", str(data), "--out", str(out),
            "--epochs", str(epochs), "--policy", policy, "--jobs", str(jobs)]
     if not clean:
         cmd.append("--no-clean")

@@ -50,7 +50,8 @@ def make_input(path: Path, n: int, size: int = 32, seed: int = 0) -> Path:
 
 
 def build_argv(inp: Path, out: Path, jobs: int) -> list[str]:
-    return [sys.executable, "-m", "builder", "build", str(inp), "--out", str(out), "--size",
+    return [sys.executable, "-m", "frozenaug.builder", "build", str(inp), "--out", str(out),
+            "--size",
             "32", "--epochs", "3", "--shard-size", "16", "--seed", "5", "--jobs", str(jobs)]
 
 
@@ -228,12 +229,12 @@ def _fletcher_copy(src: Path, dst: Path) -> None:
 
 
 def reader_cost(workdir: Path, shards: int = 3, n: int = 2048) -> None:
-    """images/s of trainer.stream.ShardStream over one frozen epoch, plain vs fletcher32."""
+    """images/s of read.stream.ShardStream over one frozen epoch, plain vs fletcher32."""
     sys.path.insert(0, str(ROOT))
-    from builder import format as fmt
-    from builder.atomic import write_json
-    from builder.shards import sha256_file, write_shard
-    from trainer.stream import ShardStream
+    from frozenaug import format as fmt
+    from frozenaug.builder.write.shards import sha256_file, write_shard
+    from frozenaug.common.atomic import write_json
+    from frozenaug.trainer.read.stream import ShardStream
 
     rng = np.random.default_rng(0)
     rates = {}

@@ -27,9 +27,9 @@ import numpy as np
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builder import format as fmt  # noqa: E402
-from builder.atomic import write_json  # noqa: E402
-from builder.shards import write_shard  # noqa: E402
+from frozenaug import format as fmt  # noqa: E402
+from frozenaug.builder.write.shards import write_shard  # noqa: E402
+from frozenaug.common.atomic import write_json  # noqa: E402
 
 PACK_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "bloodcells"  # ../shared
 ENCODINGS = ("raw", "png", "jpeg:95", "jpeg:90", "webp", "webp:90")
@@ -53,7 +53,8 @@ def augmented(work: Path, size: int, n: int) -> tuple[np.ndarray, np.ndarray, np
         return z["x"], z["y"], z["soft"]
     import cv2
 
-    from builder.policy import Augmenter, batch_seed, preset, sample_seed
+    from frozenaug.builder.augment.policy import Augmenter, preset
+    from frozenaug.common.seeds import batch_seed, sample_seed
 
     images, labels = load_source(work)
     rows = np.sort(np.random.default_rng(0).permutation(len(images))[:n])
@@ -97,7 +98,7 @@ def write_build(out: Path, x: np.ndarray, y: np.ndarray, soft: np.ndarray, enc: 
 
 
 def read_all(build: Path, threads: int) -> int:
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     s = ShardStream(build, "train", batch_size=256, decode_threads=threads)
     n = 0
@@ -107,9 +108,9 @@ def read_all(build: Path, threads: int) -> int:
 
 
 def decode_rate(build: Path) -> tuple[float, float]:
-    """Decode images/s and images/CPU-s on one thread (builder.codec: simplejpeg for JPEG, cv2
+    """Decode images/s and images/CPU-s on one thread (format.codec: simplejpeg for JPEG, cv2
     otherwise), over the whole encoded build."""
-    from builder import codec
+    from frozenaug.format import codec
 
     m = fmt.load_manifest(build)
     blobs = []

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from trainer.distort import FAMILIES, distort  # noqa: E402
+from frozenaug.trainer.assess.distort import FAMILIES, distort  # noqa: E402
 
 
 def load_images(path: str | None, n: int) -> np.ndarray:
@@ -54,14 +54,14 @@ def main() -> int:
     print(f"distortion suite: {total:.1f} s for {len(FAMILIES)} families x {args.severities} "
           f"severities ({len(images) * len(FAMILIES) * args.severities / total:.0f} images/s)")
 
-    from trainer.tta import predict_proba_timed
+    from frozenaug.trainer.assess.tta import predict_proba_timed
 
     if args.run:
-        from trainer.evaluate import load_run
+        from frozenaug.trainer.assess.evaluate import load_run
 
         model, name = load_run(args.run).model, args.run
     else:
-        from trainer.models import build_model
+        from frozenaug.trainer.train.models import build_model
 
         model, name = build_model(args.model, images.shape[1:], 8, weights="none"), args.model
     predict_proba_timed(model, images[:256], args.batch_size)  # trace once

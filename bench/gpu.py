@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     gpus = tf.config.list_physical_devices("GPU")
     policy = "mixed_float16" if gpus else "mixed_bfloat16"

@@ -215,8 +215,8 @@ def write_folders(path: Path, images: np.ndarray, labels: np.ndarray, factor: in
 def child_intake(data: str, spill: str) -> None:
     """Load, fingerprint, scan and split ``data``; print JSON with the times and VmHWM."""
     sys.path.insert(0, os.getcwd())  # the code under test: the working folder's builder/
-    from builder.clean import clean_dataset
-    from builder.intake import fingerprint, load_dataset
+    from frozenaug.builder.clean.cleaning import clean_dataset
+    from frozenaug.data.intake import fingerprint, load_dataset
 
     t0 = time.perf_counter()
     kw = {"spill": spill} if "spill" in load_dataset.__kwdefaults__ else {}

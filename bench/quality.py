@@ -115,8 +115,8 @@ def score_run(run_dir: Path, build: Path, family: str | None,
               extra: list[str] | tuple = tuple(VARIANTS)) -> dict:
     """Clean and distorted accuracy of a run on its build's test split, plain and with each
     of the ``extra`` variants (names of VARIANTS)."""
-    from trainer import tta as tta_module
-    from trainer.evaluate import load_inputs, load_run, robustness, score
+    from frozenaug.trainer.assess import tta as tta_module
+    from frozenaug.trainer.assess.evaluate import load_inputs, load_run, robustness, score
 
     run = load_run(run_dir)
     inputs = load_inputs(run, str(build), "test")
@@ -148,9 +148,10 @@ def lazy_epoch_seconds(build: Path, work: Path, epochs: int = 2) -> float:
     import keras
     import tensorflow as tf
 
-    from builder.format import load_manifest
-    from builder.policy import Augmenter, batch_seed, policy_from_dict, sample_seed
-    from trainer import models
+    from frozenaug.builder.augment.policy import Augmenter, policy_from_dict
+    from frozenaug.common.seeds import batch_seed, sample_seed
+    from frozenaug.format import load_manifest
+    from frozenaug.trainer.train import models
 
     m = load_manifest(build)
     policy = policy_from_dict(m.raw["policy"], str(build))

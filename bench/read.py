@@ -29,9 +29,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builder import format as fmt  # noqa: E402
-from builder.atomic import write_json  # noqa: E402
-from builder.shards import write_shard  # noqa: E402
+from frozenaug import format as fmt  # noqa: E402
+from frozenaug.builder.write.shards import write_shard  # noqa: E402
+from frozenaug.common.atomic import write_json  # noqa: E402
 
 PACK_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "bloodcells"  # ../shared
 NPZ = Path("/tmp/bloodcells.npz")
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             "-" + encoding.replace(":", "-")))
     build = (Path(args.build) if args.build
              else make_bench_build(default, args.epochs, encoding=encoding))
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     s = ShardStream(build, batch_size=args.batch_size)
     epochs = min(args.epochs, s.epochs)

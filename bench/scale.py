@@ -47,7 +47,7 @@ from intake_rss import ROOT, base_set, measure, run_build, write_npz  # noqa: E4
 READER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
-from trainer.stream import ShardStream
+from frozenaug.trainer.read.stream import ShardStream
 s = ShardStream({build!r}, "train", batch_size=256, shuffle=True, seed=0)
 t, c, n = time.perf_counter(), sum(os.times()[:2]), 0
 for x, _ in s.iter_numpy(0):
@@ -61,7 +61,8 @@ def build_knows(encoding: str) -> str | None:
     """None if ``build --encode`` exists (or ``encoding`` is raw), else why it is skipped."""
     if encoding == "raw":
         return None
-    help_text = subprocess.run([sys.executable, "-m", "builder", "build", "--help"], cwd=ROOT,
+    help_text = subprocess.run([sys.executable, "-m", "frozenaug.builder", "build", "--help"],
+                               cwd=ROOT,
                                capture_output=True, text=True,
                                env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}).stdout
     if "--encode" not in help_text:

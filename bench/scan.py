@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builder.intake import load_dataset  # noqa: E402
-from builder.phash import phash  # noqa: E402
-from builder.scan import find_groups, scan_dataset  # noqa: E402
+from frozenaug.builder.clean.phash import phash  # noqa: E402
+from frozenaug.builder.clean.scan import find_groups, scan_dataset  # noqa: E402
+from frozenaug.data.intake import load_dataset  # noqa: E402
 
 
 def best(fn, repeats: int) -> tuple[float, object]:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ih_rate, our_rate = k / t_ih, n / t_ours
     print(f"imagehash.phash: {ih_rate:,.0f} images/s (timed on {k} images, extrapolated: "
           f"{n / ih_rate:.2f} s for all {n})")
-    print(f"builder.phash:   {our_rate:,.0f} images/s ({t_ours:.3f} s for {n}; "
+    print(f"frozenaug.builder.clean.phash:   {our_rate:,.0f} images/s ({t_ours:.3f} s for {n}; "
           f"{n / t_one:,.0f} images/s with jobs=1)")
     print(f"speed-up: {our_rate / ih_rate:.1f}x")
 

@@ -1,7 +1,7 @@
 """``frozenaug-build``: scan, clean, build, verify, inspect and preview.
 
 Each subcommand's work lives in the module of its stage; this file parses arguments, checks
-the flags before any heavy import, and hands the command to ``builder.errors.dispatch``
+the flags before any heavy import, and hands the command to ``frozenaug.common.errors.dispatch``
 (``InputError`` -> one line on stderr, exit code 2). The report commands (scan, clean,
 verify, inspect, preview) keep their ``cmd_*`` in their stage's module: there the command is
 the stage's output itself, not a wrapper around it.
@@ -13,24 +13,24 @@ import argparse
 import os
 import sys
 
-from builder.errors import OneLineParser, dispatch
+from frozenaug.common.errors import OneLineParser, dispatch
 
 PROG = "frozenaug-build"
 
 # subcommand -> "module:function"; each function takes the parsed Namespace and returns an int.
 COMMANDS = {
-    "scan": "builder.cli:_scan",  # flags checked by the build's rules, then the stage
-    "clean": "builder.cli:_clean",
-    "build": "builder.cli:cmd_build",
-    "verify": "builder.verify:cmd_verify",
-    "inspect": "builder.verify:cmd_inspect",
-    "preview": "builder.preview:cmd_preview",
+    "scan": "frozenaug.builder.cli:_scan",  # flags checked by the build's rules, then the stage
+    "clean": "frozenaug.builder.cli:_clean",
+    "build": "frozenaug.builder.cli:cmd_build",
+    "verify": "frozenaug.builder.inspect.verify:cmd_verify",
+    "inspect": "frozenaug.builder.inspect.verify:cmd_inspect",
+    "preview": "frozenaug.builder.inspect.preview:cmd_preview",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from builder.config import CLEAN_OPTIONS, OPTIONS, SCAN_OPTIONS
-    from builder.options import add_flags
+    from frozenaug.builder.config import CLEAN_OPTIONS, OPTIONS, SCAN_OPTIONS
+    from frozenaug.common.options import add_flags
 
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,19 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from builder.config import SCAN_OPTIONS, check_flags
+    from frozenaug.builder.config import SCAN_OPTIONS, check_flags
 
     check_flags(args, SCAN_OPTIONS)
-    from builder.clean import cmd_scan
+    from frozenaug.builder.clean.cleaning import cmd_scan
 
     return cmd_scan(args)
 
 
 def _clean(args: argparse.Namespace) -> int:
-    from builder.config import CLEAN_OPTIONS, check_flags
+    from frozenaug.builder.config import CLEAN_OPTIONS, check_flags
 
     check_flags(args, CLEAN_OPTIONS)
-    from builder.clean import cmd_clean
+    from frozenaug.builder.clean.cleaning import cmd_clean
 
     return cmd_clean(args)
 
@@ -80,10 +80,10 @@ def _clean(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     """Flags and config file checked before the build's heavy imports (albumentations, joblib):
     a mistyped flag fails in a fraction of a second."""
-    from builder.config import load_build_config
+    from frozenaug.builder.config import load_build_config
 
     cfg = load_build_config(args)
-    from builder.build import UP_TO_DATE, run_build
+    from frozenaug.builder.write.build import UP_TO_DATE, run_build
 
     r = run_build(cfg)
     if r.status == UP_TO_DATE:

@@ -1,6 +1,6 @@
 """The build's options, declared once: defaults <- config file (JSON/YAML) <- command-line flags.
 
-Each field of ``BuildConfig`` is an ``option`` (builder.options): its type, default, range and
+Each field of ``BuildConfig`` is an ``option`` (common.options): its type, default, range and
 help make the flags of ``build`` (and of ``scan`` and ``clean``, which share some), the keys a
 config file may hold, and the checks, run before any work starts, so a misspelt key or an
 out-of-range value fails in a second with a message naming the flag or file.
@@ -14,9 +14,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from builder import format as fmt
-from builder.errors import InputError
-from builder.options import Option, option, options_of, resolve
+from frozenaug import format as fmt
+from frozenaug.common.errors import InputError
+from frozenaug.common.options import Option, option, options_of, resolve
 
 BACKENDS = ("loky", "dask")
 # Options that change how fast a build runs or where it goes, never what it writes.
@@ -24,7 +24,7 @@ RUNTIME_ONLY = ("out", "jobs", "backend", "scheduler", "overwrite")
 
 
 def _size(v: Any) -> tuple[int, int]:
-    from builder.intake import parse_size
+    from frozenaug.data.intake import parse_size
 
     if isinstance(v, (list, tuple)) and len(v) == 2:
         v = f"{v[0]}x{v[1]}"
@@ -35,7 +35,7 @@ def _size(v: Any) -> tuple[int, int]:
 
 
 def _classes(v: Any) -> list[str]:
-    from builder.intake import parse_classes
+    from frozenaug.data.intake import parse_classes
 
     if isinstance(v, list) and v and all(isinstance(c, str) and c for c in v):
         return list(v)
@@ -45,7 +45,7 @@ def _classes(v: Any) -> list[str]:
 
 
 def _fractions(v: Any) -> tuple[float, float, float]:
-    from builder.split import parse_fractions
+    from frozenaug.builder.clean.split import parse_fractions
 
     if isinstance(v, (list, tuple)):
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
@@ -61,7 +61,9 @@ def _encoding(v: Any) -> str:
 
 
 def _droppable() -> tuple[str, ...]:
-    from builder.families import DROPPABLE  # imports the ops: only when a value is checked
+    from frozenaug.builder.augment.families import (
+        DROPPABLE,  # imports the ops: only when a value is checked
+    )
 
     return DROPPABLE
 
@@ -71,7 +73,7 @@ class BuildConfig:
     """Every option of ``frozenaug-build build``; see ``frozenaug-build build --help``.
 
     The upper limits refuse a huge value here rather than in an allocation or a C library
-    later: seeds are packed as int64 (builder.policy), one task object is made per frozen epoch
+    later: seeds are packed as int64 (augment.policy), one task object is made per frozen epoch
     and shard, and each job is a process.
     """
 
@@ -87,7 +89,7 @@ class BuildConfig:
     medmnist_split: bool = option(False, "keep a MedMNIST file's official train/val/test split")
     jobs: int | None = option(None, "worker processes", kind=int, lo=1, hi=1024, none_ok=True,
                               default_text="all cores")
-    # 4: measured on the blood-cell set, see builder.scan (DEFAULT_THRESHOLD). With --no-clean
+    # 4: measured on the blood-cell set, see clean.scan (DEFAULT_THRESHOLD). With --no-clean
     # the manifest records null unless a value was given (load_build_config).
     threshold: int | None = option(4, "max Hamming distance between perceptual hashes of "
                                    "near-duplicates", lo=0, hi=63, none_ok=True)

@@ -28,9 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.intake import load_dataset  # noqa: E402
-from builder.phash import hamming  # noqa: E402
-from builder.scan import scan_dataset  # noqa: E402
+from frozenaug.builder.clean.phash import hamming  # noqa: E402
+from frozenaug.builder.clean.scan import scan_dataset  # noqa: E402
+from frozenaug.data.intake import load_dataset  # noqa: E402
 
 CLASSES = ["basophil", "eosinophil", "erythroblast", "immature_granulocyte",
            "lymphocyte", "monocyte", "neutrophil", "platelet"]
@@ -50,7 +50,7 @@ def load_shared(shared: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose(images: np.ndarray, labels: np.ndarray, per_class: int = PER_CLASS) -> np.ndarray:
-    from builder.intake import Dataset
+    from frozenaug.data.intake import Dataset
 
     ds = Dataset(images, labels, CLASSES, "shared", [str(i) for i in range(len(labels))])
     scan = scan_dataset(ds)

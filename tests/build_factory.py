@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from builder import format as fmt
-from builder.atomic import write_json
-from builder.shards import write_shard
+from frozenaug import format as fmt
+from frozenaug.builder.write.shards import write_shard
+from frozenaug.common.atomic import write_json
 
 VAL_TEST_EPOCH_STAMP = 255
 
@@ -107,8 +107,8 @@ def make_build(
 
 def make_run(root: str | Path, size: int = 32) -> Path:
     """A finished one-epoch simple_cnn run on a tiny 3-class build; returns the run folder."""
-    from trainer.config import FitConfig
-    from trainer.fit import fit
+    from frozenaug.trainer.config import FitConfig
+    from frozenaug.trainer.train.fit import fit
 
     root = Path(root)
     build = make_build(root / "b", n_per_class=4, num_classes=3, size=size)

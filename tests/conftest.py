@@ -23,7 +23,7 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_ds():
     """The sample loaded once per session (treat as read-only)."""
-    from builder.intake import load_dataset
+    from frozenaug.data.intake import load_dataset
 
     return load_dataset(SAMPLE_DIR)
 
@@ -48,8 +48,8 @@ def tiny_npz(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run_cli(capsys):
-    """``run_cli(*argv) -> (exit code, stdout, stderr)`` through builder.cli.main."""
-    from builder.cli import main
+    """``run_cli(*argv) -> (exit code, stdout, stderr)`` through frozenaug.builder.cli.main."""
+    from frozenaug.builder.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main([str(a) for a in argv])

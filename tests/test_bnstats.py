@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from trainer.bnstats import (  # noqa: E402
+from frozenaug.trainer.train.bnstats import (  # noqa: E402
     adapt_bn,
     batches_of,
     batchnorm_layers,

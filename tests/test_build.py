@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from builder import format as fmt
-from builder.builddir import WORK
-from builder.cli import main
+from frozenaug import format as fmt
+from frozenaug.builder.cli import main
+from frozenaug.builder.write.builddir import WORK
 
 ROOT = Path(__file__).resolve().parents[1]
 # 60 images of 32x32 in 3 classes; K=2 epochs of 16-image shards.
@@ -114,14 +114,14 @@ def test_no_clean_and_missing_input(tiny, tmp_path, capsys):
 
 
 def test_late_input_error_leaves_no_plan(tiny, tmp_path, monkeypatch):
-    import builder.build
-    from builder.errors import InputError
+    import frozenaug.builder.write.build
+    from frozenaug.common.errors import InputError
 
     def refuse(*a, **k):
         raise InputError("tiny.npz: refused late")
 
     out = tmp_path / "out"
-    monkeypatch.setattr(builder.build, "clean_dataset", refuse)
+    monkeypatch.setattr(frozenaug.builder.write.build, "clean_dataset", refuse)
     assert build(tiny, out, "--jobs", "1") == 2
     assert not out.exists()
     monkeypatch.undo()
@@ -132,13 +132,13 @@ def _kill_after_first_shard(inp: Path, out: Path) -> None:
     """Run the CLI in a subprocess whose shard writes are slowed, SIGKILL it mid-build."""
     driver = (
         "import sys, time\n"
-        "import builder.build as b\n"
+        "import frozenaug.builder.write.build as b\n"
         "real = b.write_shard\n"
         "def slow(*a, **k):\n"
         "    time.sleep(0.3)\n"
         "    return real(*a, **k)\n"
         "b.write_shard = slow\n"
-        "from builder.cli import main\n"
+        "from frozenaug.builder.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     args = ["build", str(inp), "--out", str(out), *BASE, "--jobs", "1"]
@@ -197,8 +197,8 @@ def test_each_thread_has_its_own_augmenter():
     # process must not share one, or the shards' bytes depend on thread timing.
     from concurrent.futures import ThreadPoolExecutor
 
-    from builder.build import _augmenter
-    from builder.policy import load_policy
+    from frozenaug.builder.augment.policy import load_policy
+    from frozenaug.builder.write.build import _augmenter
 
     policy = load_policy("light")
     assert _augmenter(policy) is _augmenter(policy)

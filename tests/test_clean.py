@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import make_images
 
-from builder.clean import clean_dataset
-from builder.errors import InputError
-from builder.intake import Dataset, load_dataset
-from builder.phash import hamming, phash
-from builder.scan import DEFAULT_THRESHOLD, SPLIT_GROUP_MARGIN, scan_dataset
+from frozenaug.builder.clean.cleaning import clean_dataset
+from frozenaug.builder.clean.phash import hamming, phash
+from frozenaug.builder.clean.scan import DEFAULT_THRESHOLD, SPLIT_GROUP_MARGIN, scan_dataset
+from frozenaug.common.errors import InputError
+from frozenaug.data.intake import Dataset, load_dataset
 
 
 def test_clean_dataset_on_sample(sample_ds, tmp_path: Path) -> None:

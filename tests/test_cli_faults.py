@@ -84,8 +84,8 @@ def world(tmp_path_factory) -> Path:
     common = ["--size", SIZE, "--epochs", "1", "--policy", "none", "--jobs", "1", "--no-clean"]
     p = _run("frozenaug-build", ["build", "data.npz", "--out", "build", *common], w)
     assert p.returncode == 0, p.stderr
-    from builder import build as build_mod
-    from builder.cli import main as build_main
+    from frozenaug.builder.cli import main as build_main
+    from frozenaug.builder.write import build as build_mod
 
     np.savez(w / "one.npz", images=images[:12], labels=np.zeros(12, np.int64))
     with pytest.MonkeyPatch.context() as mp:

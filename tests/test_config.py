@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from builder import format as fmt
-from builder.cli import build_parser
-from builder.config import RUNTIME_ONLY, BuildConfig, load_build_config
-from builder.errors import InputError
+from frozenaug import format as fmt
+from frozenaug.builder.cli import build_parser
+from frozenaug.builder.config import RUNTIME_ONLY, BuildConfig, load_build_config
+from frozenaug.common.errors import InputError
 
 
 def _args(*flags: str):
@@ -133,7 +133,7 @@ def test_messages_name_the_flag_or_file_and_the_key(tmp_path):
     (["clean", "--split", "0.5,0.5"], "--split:"),
 ])
 def test_scan_and_clean_flags_follow_the_build_rules(tmp_path, capsys, argv, line):
-    from builder.cli import main
+    from frozenaug.builder.cli import main
 
     out = tmp_path / "o"
     assert main([argv[0], str(tmp_path / "in.npz"), "--out", str(out), *argv[1:]]) == 2

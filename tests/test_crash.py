@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from build_factory import make_build
 
-from builder import format as fmt
-from builder.cli import main as build_main
-from builder.errors import InputError
-from builder.lock import LOCK_NAME, build_lock
+from frozenaug import format as fmt
+from frozenaug.builder.cli import main as build_main
+from frozenaug.common.errors import InputError
+from frozenaug.common.lock import LOCK_NAME, build_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -87,14 +87,14 @@ def _weights(run: Path) -> list:
 def killed_and_reference(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     """(a fit SIGKILLed just after its first epoch's checkpoint, then resumed; the same fit
     uninterrupted; the history state.json held at the kill)."""
-    from trainer.cli import main as train_main
+    from frozenaug.trainer.cli import main as train_main
 
     tmp = tmp_path_factory.mktemp("fitkill")
     build = make_build(tmp / "build", n_per_class=6, num_classes=3, size=32)
     ref, run = tmp / "reference", tmp / "run"
     assert train_main(["fit", str(build), "--out", str(ref), *FIT]) == 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "fit", str(build), "--out", str(run), *FIT],
+        [sys.executable, "-m", "frozenaug.trainer", "fit", str(build), "--out", str(run), *FIT],
         env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -150,13 +150,13 @@ def test_killed_fit_resumes_to_the_uninterrupted_result(killed_and_reference):
 
 SLOW_BUILD = (
     "import sys, time\n"
-    "import builder.shards as s\n"
+    "import frozenaug.builder.write.shards as s\n"
     "real = s.write_shard\n"
     "def slow(*a, **k):\n"
     "    time.sleep(0.2)\n"
     "    return real(*a, **k)\n"
-    "s.write_shard = slow  # before builder.build imports it\n"
-    "from builder.cli import main\n"
+    "s.write_shard = slow  # before frozenaug.builder.write.build imports it\n"
+    "from frozenaug.builder.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 
@@ -165,7 +165,7 @@ def test_second_build_into_same_folder_is_refused(tmp_path, capsys):
     crash = _bench()
     inp = crash.make_input(tmp_path / "in.npz", 60)
     out = tmp_path / "out"
-    args = crash.build_argv(inp, out, jobs=1)[3:]  # without python -m builder
+    args = crash.build_argv(inp, out, jobs=1)[3:]  # without python -m frozenaug.builder
     first = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, *args], env=ENV, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -190,7 +190,7 @@ def test_lock_dies_with_its_holder(tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom builder.lock import build_lock\n"
+         "import sys, time\nfrom frozenaug.common.lock import build_lock\n"
          "with build_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
          str(out)],
         env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -254,7 +254,7 @@ def test_lock_removes_the_folder_it_created_if_left_empty(tmp_path):
 
 READER = (
     "import hashlib, sys\n"
-    "from trainer.stream import ShardStream\n"
+    "from frozenaug.trainer.read.stream import ShardStream\n"
     "h = hashlib.sha256()\n"
     "s = ShardStream(sys.argv[1], 'train', batch_size=7, seed=1)\n"
     "for e in range(3):\n"
@@ -268,7 +268,7 @@ def test_many_readers_at_once(tmp_path):
     build = make_build(tmp_path / "build", n_per_class=20, epochs=2, size=16, shard_size=24)
     procs = [subprocess.Popen([sys.executable, "-c", READER, str(build)], env=ENV, cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     digests: list[str] = []
 

@@ -13,8 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
-from builder import format as fmt
-from builder.cli import main
+from frozenaug import format as fmt
+from frozenaug.builder.cli import main
 
 distributed = pytest.importorskip("distributed")
 
@@ -94,7 +94,7 @@ def test_dask_cluster_matches_local_build(tiny, tmp_path, capsys, monkeypatch):
     assert (d / fmt.MANIFEST_NAME).read_bytes() == (local / fmt.MANIFEST_NAME).read_bytes()
     m = json.loads((d / fmt.MANIFEST_NAME).read_text())
     assert len(m["shards"]) > 4 and any(s["soft_labels"] for s in m["shards"])
-    from builder.shards import sha256_file
+    from frozenaug.builder.write.shards import sha256_file
 
     for s in m["shards"]:
         assert sha256_file(d / s["path"]) == sha256_file(local / s["path"]) == s["sha256"]
@@ -102,9 +102,9 @@ def test_dask_cluster_matches_local_build(tiny, tmp_path, capsys, monkeypatch):
 
 
 def test_unreachable_scheduler_is_one_line_exit_2(tiny, tmp_path, capsys, monkeypatch):
-    import builder.build
+    import frozenaug.builder.write.build
 
-    monkeypatch.setattr(builder.build, "SCHEDULER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(frozenaug.builder.write.build, "SCHEDULER_TIMEOUT_S", 2.0)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
@@ -121,9 +121,9 @@ def test_unreachable_scheduler_is_one_line_exit_2(tiny, tmp_path, capsys, monkey
 
 
 def test_scheduler_without_workers(tiny, tmp_path, capsys, monkeypatch):
-    import builder.build
+    import frozenaug.builder.write.build
 
-    monkeypatch.setattr(builder.build, "SCHEDULER_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(frozenaug.builder.write.build, "SCHEDULER_TIMEOUT_S", 1.0)
     out = tmp_path / "out"
     with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None) as c:
         assert _build(tiny, out, "--backend", "dask", "--scheduler", c.scheduler_address) == 2

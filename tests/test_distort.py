@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from builder.stain import HED_FROM_RGB, OD_LUT, RGB_FROM_HED, stain_matrices
-from trainer.distort import FAMILIES, MAX_SEVERITY, distort
+from frozenaug.imaging.stain import HED_FROM_RGB, OD_LUT, RGB_FROM_HED, stain_matrices
+from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort
 
 EXPECTED = ("geometric", "blur", "compression", "colour", "noise", "occlusion")
 
@@ -28,7 +28,7 @@ def cells() -> np.ndarray:
 
 
 def test_family_names_are_the_builders():
-    from builder.policy import FAMILY_NAMES
+    from frozenaug.builder.augment.policy import FAMILY_NAMES
 
     assert tuple(FAMILIES) == EXPECTED == FAMILY_NAMES
     for fn in FAMILIES.values():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from builder.cli import build_parser as build_cli
-from trainer.cli import build_parser as train_cli
+from frozenaug.builder.cli import build_parser as build_cli
+from frozenaug.trainer.cli import build_parser as train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIS = {"frozenaug-build": build_cli, "frozenaug-train": train_cli}

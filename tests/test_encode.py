@@ -11,12 +11,12 @@ import h5py
 import numpy as np
 import pytest
 
-from builder import codec
-from builder import format as fmt
-from builder.atomic import write_json
-from builder.cli import main
-from builder.errors import InputError
-from trainer.stream import ShardStream
+from frozenaug import format as fmt
+from frozenaug.builder.cli import main
+from frozenaug.common.atomic import write_json
+from frozenaug.common.errors import InputError
+from frozenaug.format import codec
+from frozenaug.trainer.read.stream import ShardStream
 
 ENCODINGS = ("raw", "png", "jpeg:90", "webp", "webp:80")
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from build_factory import make_build
 
-from builder.errors import InputError
-from trainer.config import FitConfig
-from trainer.distort import FAMILIES, distort
-from trainer.evaluate import (
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.assess.distort import FAMILIES, distort
+from frozenaug.trainer.assess.evaluate import (
     confusion_matrix,
     evaluate,
     format_robustness,
@@ -22,7 +21,8 @@ from trainer.evaluate import (
     predict_proba,
     score,
 )
-from trainer.fit import fit
+from frozenaug.trainer.config import FitConfig
+from frozenaug.trainer.train.fit import fit
 
 
 def test_confusion_matrix_and_metrics_by_hand():

@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 from build_factory import make_build
 
-from builder import format as fmt
-from builder import shards
-from builder.cli import main as build_main
-from builder.errors import InputError
-from trainer.cli import main as train_main
+from frozenaug import format as fmt
+from frozenaug.builder.cli import main as build_main
+from frozenaug.builder.write import shards
+from frozenaug.common import disk
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.cli import main as train_main
 
 N, SIZE = 12, 16
 
@@ -436,7 +437,7 @@ def _write_val_shard(folder: Path) -> Path:
 
 
 def test_no_space_for_a_shard_is_refused_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setattr(shards, "free_bytes", lambda folder: 50_000)
+    monkeypatch.setattr(disk, "free_bytes", lambda folder: 50_000)
     with pytest.raises(InputError) as e:
         _write_val_shard(tmp_path)
     msg = str(e.value)
@@ -477,7 +478,7 @@ def test_other_write_errors_are_not_called_disk_full(tmp_path, monkeypatch):
 
 def test_build_checks_free_space_up_front(tmp_path, monkeypatch, capsys):
     p = _npz(tmp_path, "x.npz", images=_images(), labels=_labels())
-    monkeypatch.setattr(shards, "free_bytes", lambda folder: 10_000)
+    monkeypatch.setattr(disk, "free_bytes", lambda folder: 10_000)
     before = _tree(tmp_path)
     assert build_main(["build", str(p), "--out", str(tmp_path / "out"), "--size", str(SIZE),
                        "--jobs", "1", "--no-clean", "--policy", "none"]) == 2
@@ -507,7 +508,8 @@ def test_build_into_a_nearly_full_filesystem(tmp_path):
                labels=np.arange(60) % 3)
     root = Path(__file__).resolve().parents[1]
     script = (f"mount -t tmpfs -o size=256k none {mnt} && "
-              f"{sys.executable} -m builder build {inp} --out {mnt}/out --size 32 --epochs 3 "
+              f"{sys.executable} -m frozenaug.builder build {inp} --out {mnt}/out --size 32 "
+              "--epochs 3 "
               f"--jobs 1 --no-clean --shard-size 16; rc=$?; echo LEFT; find {mnt} -mindepth 1; "
               "exit $rc")
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1",
@@ -569,7 +571,7 @@ CORRUPTIONS = ["flip_image_byte", "flip_header_byte", "truncated", "missing", "s
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
 def test_corruption_detected_by_verify_and_reader(how, tmp_path, capsys):
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     build = make_build(tmp_path / "build", n_per_class=40, size=16, shard_size=64)
     bad = _corrupt(build, how)
@@ -582,7 +584,7 @@ def test_corruption_detected_by_verify_and_reader(how, tmp_path, capsys):
 
 
 def test_backbone_refuses_images_it_cannot_take():
-    from trainer.models import build_model
+    from frozenaug.trainer.train.models import build_model
 
     with pytest.raises(InputError, match="--model convnext_tiny: images of 16x16 are too small"):
         build_model("convnext_tiny", (16, 16, 3), 3, weights="none")
@@ -592,7 +594,7 @@ def test_backbone_refuses_images_it_cannot_take():
 
 
 def test_overwrite_removes_only_own_files_never_an_input(tmp_path):
-    from builder.owned import FIT_OWN, fit_inputs, removable
+    from frozenaug.common.owned import FIT_OWN, fit_inputs, removable
 
     run = tmp_path / "run"
     (run / "checkpoints" / "b").mkdir(parents=True)
@@ -620,7 +622,7 @@ def test_overwrite_removes_only_own_files_never_an_input(tmp_path):
     (np.zeros((4, 16, 16, 3), np.int32), "dtype int32"),
 ])
 def test_unlabelled_images_follow_the_intake_rules(tmp_path, images, words):
-    from builder.intake import load_unlabelled
+    from frozenaug.data.intake import load_unlabelled
 
     np.savez(tmp_path / "u.npz", images=images)
     with pytest.raises(InputError, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -628,7 +630,7 @@ def test_unlabelled_images_follow_the_intake_rules(tmp_path, images, words):
 
 
 def test_unlabelled_float_images_scaled_as_the_build_scales_them(tmp_path):
-    from builder.intake import load_unlabelled
+    from frozenaug.data.intake import load_unlabelled
 
     np.savez(tmp_path / "u.npz", images=np.full((2, 8, 8, 1), 0.5, np.float32))
     images, ids = load_unlabelled(tmp_path / "u.npz", (16, 16))

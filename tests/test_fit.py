@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from build_factory import make_build
 
-from builder import format as fmt
-from builder.errors import InputError
-from trainer.cli import main as train_main
-from trainer.config import FitConfig, config_differences, read_config_file, resolve_config
-from trainer.fit import class_weights, fit, split_counts
+from frozenaug import format as fmt
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.cli import main as train_main
+from frozenaug.trainer.config import FitConfig, config_differences, read_config_file, resolve_config
+from frozenaug.trainer.train.fit import class_weights, fit, split_counts
 
 
 class Interrupt(Exception):
@@ -148,7 +148,7 @@ def test_class_weights_come_from_the_split_not_the_mixed_shards(tmp_path):
     # towards the partners' classes; the weights must come from the real images of the split.
     from conftest import make_images
 
-    from builder.cli import main as build_main
+    from frozenaug.builder.cli import main as build_main
 
     labels = np.array([0] * 40 + [1] * 20 + [2] * 10)
     npz = tmp_path / "d.npz"
@@ -260,7 +260,7 @@ def _same_split(*builds):
 def test_fine_build_feeds_the_fine_phase_and_its_batchnorm(tmp_path, monkeypatch):
     """heavy-then-light: the fine phase and precise BN read the fine build's train split; the
     val split stays the run's own."""
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     main, fine = _same_split(
         make_build(tmp_path / "main", n_per_class=6, num_classes=3, size=32),

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from conftest import make_images
 
-from builder import intake
-from builder.cli import main as build_main
-from builder.errors import InputError
-from builder.imagefile import ImageFile, drop_pages, iter_rows, read_rows
-from builder.intake import fingerprint, load_dataset
+from frozenaug.builder.cli import main as build_main
+from frozenaug.common.errors import InputError
+from frozenaug.data import intake
+from frozenaug.data.imagefile import ImageFile, drop_pages, iter_rows, read_rows
+from frozenaug.data.intake import fingerprint, load_dataset
 
 
 def reference_fingerprint(images: np.ndarray, labels: np.ndarray, names: list[str]) -> str:
@@ -45,7 +45,7 @@ def _files(folder: Path) -> list[str]:
 @pytest.mark.parametrize("compressed", [False, True])
 def test_npz_stored_or_deflated_equals_the_in_memory_read(tmp_path: Path, compressed: bool,
                                                           monkeypatch) -> None:
-    monkeypatch.setattr("builder.arrays._CHUNK_BYTES", 1000)  # many chunks, rows split across
+    monkeypatch.setattr("data.arrays._CHUNK_BYTES", 1000)  # many chunks, rows split across
     imgs, labels = make_images(40, 14, 10), np.arange(40) % 3
     path = _npz(tmp_path / "d.npz", compressed, images=imgs, labels=labels)
     spill = tmp_path / "spill"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_images
 
-from builder.errors import InputError
-from builder.intake import fingerprint, load_dataset, parse_classes, parse_size
+from frozenaug.common.errors import InputError
+from frozenaug.data.intake import fingerprint, load_dataset, parse_classes, parse_size
 
 # --- AN2DL npz ------------------------------------------------------------------------------
 
@@ -320,10 +320,10 @@ def test_a_huge_label_is_refused_before_naming_classes(tmp_path: Path) -> None:
 
 def test_disk_space_is_checked_before_the_memory_map_is_made(tmp_path: Path,
                                                             monkeypatch) -> None:
-    from builder import shards
+    from frozenaug.common import disk
 
     np.savez(tmp_path / "d.npz", images=make_images(4), labels=[0, 1, 0, 1])
-    monkeypatch.setattr(shards, "free_bytes", lambda folder: 2**20)  # 4 x 8192 x 8192 x 3 > 1 MiB
+    monkeypatch.setattr(disk, "free_bytes", lambda folder: 2**20)  # 4 x 8192 x 8192 x 3 > 1 MiB
     with pytest.raises(InputError, match=r"^\S+/out: the memory map of \S+d\.npz's 4 images of "
                        r"8192x8192: not enough disk space: needs about 768\.0 MiB"):
         load_dataset(tmp_path / "d.npz", size=(8192, 8192), spill=tmp_path / "out")
@@ -333,10 +333,10 @@ def test_disk_space_is_checked_before_the_memory_map_is_made(tmp_path: Path,
 def test_memory_is_checked_where_images_are_held_in_memory(tmp_path: Path) -> None:
     from unittest import mock
 
-    from builder.intake import load_unlabelled
+    from frozenaug.data.intake import load_unlabelled
 
     np.savez(tmp_path / "u.npz", images=make_images(4))
-    with mock.patch("builder.arrays.available_memory", return_value=2**20), \
+    with mock.patch("frozenaug.data.arrays.available_memory", return_value=2**20), \
             pytest.raises(InputError, match="memory"):
         load_unlabelled(tmp_path / "u.npz", size=(8192, 8192))
 

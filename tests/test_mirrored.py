@@ -2,7 +2,7 @@
 
 Logical devices must be configured before TensorFlow initialises its devices, which other tests
 in this pytest process do, so the fit runs in a fresh interpreter that configures them itself
-and calls ``trainer.fit.fit`` in-process (the product has no test-only switch for it).
+and calls ``train.fit.fit`` in-process (the product has no test-only switch for it).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
-from trainer.replicas import distributed_batches
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.train.replicas import distributed_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +33,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras
 from build_factory import make_build
-from trainer.config import FitConfig
-from trainer.fit import fit
-from trainer.stream import ShardStream
+from frozenaug.trainer.config import FitConfig
+from frozenaug.trainer.train.fit import fit
+from frozenaug.trainer.read.stream import ShardStream
 
 
 class Stop(Exception):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from builder.mixing import MixConfig, cutmix_box, mix_batch
+from frozenaug.imaging.mixing import MixConfig, cutmix_box, mix_batch
 
 
 def constant_batch(n: int, h: int = 20, w: int = 24) -> tuple[np.ndarray, np.ndarray]:

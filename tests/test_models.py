@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from builder.errors import InputError
-from trainer import models
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.train import models
 
 
 def test_simple_cnn_takes_uint8_and_outputs_probabilities():

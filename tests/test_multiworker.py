@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from build_factory import make_build, read_stamp
 
-from builder.errors import InputError
-from trainer.multiworker import read_tf_config
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.train.multiworker import read_tf_config
 
 SCRIPT = Path(sys.executable).parent / "frozenaug-train"
 
@@ -75,7 +75,7 @@ def test_read_tf_config_faults(value, fault):
 
 
 def test_cli_refuses_multiworker_without_tf_config(tmp_path, monkeypatch, capsys):
-    from trainer.cli import main
+    from frozenaug.trainer.cli import main
 
     build = make_build(tmp_path / "b", n_per_class=2)
     argv = ["fit", str(build), "--out", str(tmp_path / "run"), "--strategy", "multiworker"]
@@ -91,8 +91,8 @@ def test_cli_refuses_multiworker_without_tf_config(tmp_path, monkeypatch, capsys
 
 
 def test_xla_under_multiworker():
-    from trainer.config import FitConfig
-    from trainer.fit import _jit
+    from frozenaug.trainer.config import FitConfig
+    from frozenaug.trainer.train.fit import _jit
 
     mw = {"strategy": "multiworker"}
     assert _jit(FitConfig(xla="auto"), gpu=True)  # other strategies: unchanged
@@ -107,8 +107,8 @@ def test_xla_under_multiworker():
 
 @pytest.mark.parametrize("workers, local", [(1, 1), (2, 1), (3, 1), (2, 2)])
 def test_worker_slices_cover_each_global_batch_once(tmp_path, workers, local):
-    from trainer.multiworker import worker_slices
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
+    from frozenaug.trainer.train.multiworker import worker_slices
 
     # 21 train images at a global batch of 8: two full batches and a last one of 5, which
     # still gives each of up to 4 parts a row.

@@ -7,7 +7,7 @@ import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from builder import ops  # noqa: E402
+from frozenaug.builder.augment import ops  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_custom_transforms(image, make):
 
     # serialises through albumentations and comes back equal and equally seeded
     d = A.to_dict(t)
-    assert d["transform"]["__class_fullname__"].startswith("builder.ops.")
+    assert d["transform"]["__class_fullname__"].startswith("frozenaug.builder.augment.ops.")
     back = A.from_dict(d)
     assert A.to_dict(back) == d
     back.set_random_seed(1)
@@ -106,7 +106,7 @@ def test_invalid_arguments(make):
 
 
 def test_stain_jitter_matches_the_batched_stain_code_and_varies(image):
-    from builder.stain import apply_stain, stain_matrices
+    from frozenaug.imaging.stain import apply_stain, stain_matrices
 
     t = ops.StainJitter(scale=0.3, shift=0.1, p=1.0)
     t.set_random_seed(0)

@@ -1,4 +1,4 @@
-"""builder.options: one declaration per option drives the flags, the config keys and the checks."""
+"""common.options: one declaration per option drives the flags, the config keys and the checks."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from builder import config as bconfig
-from builder import scan, split
-from builder.cli import build_parser as build_cli
-from builder.errors import InputError
-from builder.options import Option, add_flags, options_of, read_keys, resolve
-from trainer import config as tconfig
-from trainer.cli import build_parser as train_cli
+from frozenaug.builder import config as bconfig
+from frozenaug.builder.clean import scan, split
+from frozenaug.builder.cli import build_parser as build_cli
+from frozenaug.common.errors import InputError
+from frozenaug.common.options import Option, add_flags, options_of, read_keys, resolve
+from frozenaug.trainer import config as tconfig
+from frozenaug.trainer.cli import build_parser as train_cli
 
 
 def _int(**kw) -> Option:
@@ -183,7 +183,7 @@ def test_the_threshold_rule_is_stated_once(tmp_path):
 
 def test_fit_options_import_no_tensorflow():
     """fit --help and the checks before TensorFlow loads stay fast."""
-    code = ("import sys, trainer.cli; trainer.cli.build_parser().parse_args(['fit', 'b', "
+    code = ("import sys, frozenaug.trainer.cli as c; c.build_parser().parse_args(['fit', 'b', "
             "'--out', 'r']); bad = {'tensorflow', 'keras', 'h5py'} & set(sys.modules); "
             "print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

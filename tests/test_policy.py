@@ -11,9 +11,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from builder import policy as P  # noqa: E402
-from builder.errors import InputError  # noqa: E402
-from builder.mixing import MixConfig  # noqa: E402
+from frozenaug.builder.augment import policy as P  # noqa: E402
+from frozenaug.common.errors import InputError  # noqa: E402
+from frozenaug.imaging.mixing import MixConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,7 +180,7 @@ def test_heavy_covers_every_family_and_light_some():
     assert P.policy_families(P.preset("heavy")) == set(P.FAMILY_NAMES)
     assert P.policy_families(P.preset("light")) == {"geometric", "colour"}
     assert P.policy_families(P.preset("none")) == set()
-    from builder.families import unclassified
+    from frozenaug.builder.augment.families import unclassified
 
     for name in P.PRESETS:
         assert unclassified(A.to_dict(P.preset(name).transform)["transform"]) == []
@@ -210,7 +210,7 @@ def _classes(node: dict) -> list[str]:
 
 
 def test_without_family_in_nested_composes_and_randaugment():
-    from builder import ops
+    from frozenaug.builder.augment import ops
 
     pol = P.Policy("custom", A.Compose([
         A.OneOf([A.GaussianBlur(p=1.0), A.MotionBlur(p=1.0)], p=0.5),  # left empty: removed
@@ -242,9 +242,9 @@ def test_unknown_family_is_an_input_error():
 
 
 def test_build_cli_drop_family(tmp_path):
-    from builder import format as fmt
-    from builder.cli import build_parser, main
-    from builder.config import load_build_config
+    from frozenaug import format as fmt
+    from frozenaug.builder.cli import build_parser, main
+    from frozenaug.builder.config import load_build_config
 
     args = build_parser().parse_args(["build", "in.npz", "--out", "o", "--drop-family", "blur"])
     cfg = load_build_config(args)

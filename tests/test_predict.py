@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from build_factory import make_run
 
-from builder.errors import InputError
-from trainer.predict import predict, write_predictions
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.assess.predict import predict, write_predictions
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_write_predictions_is_plain_csv(tmp_path):
 def test_predict_unlabelled_folder_and_npz(run, tmp_path):
     import cv2
 
-    from trainer.evaluate import load_run, predict_proba
+    from frozenaug.trainer.assess.evaluate import load_run, predict_proba
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)

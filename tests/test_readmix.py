@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 from build_factory import make_build
 
-from builder.errors import InputError
-from builder.mixing import MixConfig
-from trainer.config import FitConfig
-from trainer.fit import fit
-from trainer.readmix import fresh_mix
+from frozenaug.common.errors import InputError
+from frozenaug.imaging.mixing import MixConfig
+from frozenaug.trainer.config import FitConfig
+from frozenaug.trainer.read.readmix import fresh_mix
+from frozenaug.trainer.train.fit import fit
 
 
 def _batches(n_batches: int = 3, b: int = 8, c: int = 4) -> tf.data.Dataset:

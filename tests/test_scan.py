@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 from scipy.fft import dctn
 
-from builder import scan as scan_mod
-from builder.errors import InputError
-from builder.intake import Dataset
-from builder.phash import area_matrix, hamming, phash
-from builder.scan import (
+from frozenaug.builder.clean import scan as scan_mod
+from frozenaug.builder.clean.phash import area_matrix, hamming, phash
+from frozenaug.builder.clean.scan import (
     DEFAULT_THRESHOLD,
     SPLIT_GROUP_MARGIN,
     classify,
@@ -19,6 +17,8 @@ from builder.scan import (
     scan_dataset,
     split_groups,
 )
+from frozenaug.common.errors import InputError
+from frozenaug.data.intake import Dataset
 
 
 @pytest.fixture(scope="module")

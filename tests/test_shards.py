@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from builder.shards import write_shard
+from frozenaug.builder.write.shards import write_shard
 
 CLASSES = ["a", "b", "c"]
 
@@ -53,8 +53,9 @@ def test_encoded_shard_needs_only_its_encoded_size_on_disk(tmp_path, monkeypatch
     import cv2
     import pytest
 
-    from builder import shards
-    from builder.errors import InputError
+    from frozenaug.builder.write import shards
+    from frozenaug.common import disk
+    from frozenaug.common.errors import InputError
 
     coarse = np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3)).astype(np.float32)
     images = np.stack([cv2.resize(c, (48, 48)) for c in coarse]).astype(np.uint8)
@@ -62,12 +63,12 @@ def test_encoded_shard_needs_only_its_encoded_size_on_disk(tmp_path, monkeypatch
     ref = write_shard(tmp_path / "ref.h5", images, labels, np.arange(64), class_names=CLASSES,
                       split="train", shard_index=0, epoch=0, encoding="jpeg:90")
     size = (tmp_path / "ref.h5").stat().st_size
-    from builder.codec import encode_images
+    from frozenaug.format.codec import encode_images
 
     per_image = -(-len(encode_images(images, "jpeg:90")[0]) // 64)
     free = shards.shard_bytes_estimate(64, images.shape[1:], 3, False, per_image)
     assert size < free < shards.shard_bytes_estimate(64, images.shape[1:], 3, False)
-    monkeypatch.setattr(shards, "free_bytes", lambda folder: free)
+    monkeypatch.setattr(disk, "free_bytes", lambda folder: free)
     with pytest.raises(InputError, match="not enough disk space"):
         _write(tmp_path / "raw.h5", images, labels)
     assert write_shard(tmp_path / "jpeg.h5", images, labels, np.arange(64), class_names=CLASSES,

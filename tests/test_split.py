@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builder.errors import InputError
-from builder.split import DEFAULT_FRACTIONS, parse_fractions, split_indices
+from frozenaug.builder.clean.split import DEFAULT_FRACTIONS, parse_fractions, split_indices
+from frozenaug.common.errors import InputError
 
 
 def _check_partition(splits: dict[str, np.ndarray], n: int) -> None:

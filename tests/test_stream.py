@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from build_factory import VAL_TEST_EPOCH_STAMP, make_build, read_stamp
 
-from builder import format as fmt
-from builder.errors import InputError
-from trainer import rawio
-from trainer import stream as stream_mod
-from trainer.stream import ShardStream
+from frozenaug import format as fmt
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.read import rawio
+from frozenaug.trainer.read import stream as stream_mod
+from frozenaug.trainer.read.stream import ShardStream
 
 # 3 x 100 = 300 train samples per epoch in shards of 150: each shard has 3 chunk-aligned
 # blocks (64, 64, 22), so block shuffling across and within shards is exercised.

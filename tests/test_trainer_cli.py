@@ -7,7 +7,7 @@ import json
 import pytest
 from build_factory import make_build
 
-from trainer.cli import main
+from frozenaug.trainer.cli import main
 
 FIT = ["--model", "simple_cnn", "--weights", "none", "--epochs-coarse", "1",
        "--epochs-fine", "0", "--batch-size", "8"]

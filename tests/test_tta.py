@@ -11,10 +11,10 @@ from build_factory import make_run
 
 keras = pytest.importorskip("keras")
 
-from trainer.cli import main as cli_main  # noqa: E402
-from trainer.evaluate import evaluate  # noqa: E402
-from trainer.predict import predict  # noqa: E402
-from trainer.tta import DIHEDRAL, predict_proba, predict_proba_timed, views  # noqa: E402
+from frozenaug.trainer.assess.evaluate import evaluate  # noqa: E402
+from frozenaug.trainer.assess.predict import predict  # noqa: E402
+from frozenaug.trainer.assess.tta import DIHEDRAL, predict_proba, predict_proba_timed, views  # noqa: E402
+from frozenaug.trainer.cli import main as cli_main  # noqa: E402
 
 
 def _model(invariant: bool, shape=(8, 8, 3)) -> keras.Model:

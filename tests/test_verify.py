@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from builder import format as fmt
-from builder.atomic import write_json
-from builder.cli import main
-from builder.errors import InputError
+from frozenaug import format as fmt
+from frozenaug.builder.cli import main
+from frozenaug.common.atomic import write_json
+from frozenaug.common.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def _damage(build: Path, how: str) -> tuple[Path, str]:
 @pytest.mark.parametrize("how", ["extra_dataset", "policy_hash", "label_dtype", "soft_labels",
                                  "source_index"])
 def test_verify_reader_and_preview_run_one_check(how, copy, tmp_path, capsys):
-    from trainer.stream import ShardStream
+    from frozenaug.trainer.read.stream import ShardStream
 
     bad, phrase = _damage(copy, how)
     assert main(["verify", str(copy)]) == 2

@@ -3,7 +3,7 @@
 Each subcommand's work lives in the module of its stage; this file parses arguments, checks
 what needs no TensorFlow, and turns the arguments into one call of that module (the ``cmd_*``
 wrappers, which import it late so that ``--help`` and a mistyped flag stay fast), through
-``builder.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
+``frozenaug.common.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ import sys
 import traceback
 from pathlib import Path
 
-from builder.errors import InputError, OneLineParser, dispatch
-from builder.options import add_flags
-from trainer.config import FLAG_NAMES
-from trainer.config import OPTIONS as FIT_OPTIONS
+from frozenaug.common.errors import InputError, OneLineParser, dispatch
+from frozenaug.common.options import add_flags
+from frozenaug.trainer.config import FLAG_NAMES
+from frozenaug.trainer.config import OPTIONS as FIT_OPTIONS
 
 PROG = "frozenaug-train"
 
 # subcommand -> its command wrapper below; each takes the parsed Namespace and returns an int.
 COMMANDS = {
-    "fit": "trainer.cli:cmd_fit",
-    "evaluate": "trainer.cli:cmd_evaluate",
-    "predict": "trainer.cli:cmd_predict",
+    "fit": "frozenaug.trainer.cli:cmd_fit",
+    "evaluate": "frozenaug.trainer.cli:cmd_evaluate",
+    "predict": "frozenaug.trainer.cli:cmd_predict",
 }
 
 
@@ -101,15 +101,15 @@ def precheck(args: argparse.Namespace) -> None:
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise InputError(f"{args.out}: exists and is not a folder (--out names the run "
                              "folder)")
-        from trainer.config import resolve_config  # no TensorFlow in there
+        from frozenaug.trainer.config import resolve_config  # no TensorFlow in there
 
         cfg = resolve_config(fit_flags(args), args.config)
         if cfg.strategy == "multiworker":
-            from trainer.multiworker import read_tf_config  # no TensorFlow in there
+            from frozenaug.trainer.train.multiworker import read_tf_config  # no TensorFlow in there
 
             read_tf_config()
-        from builder.format import load_manifest
-        from trainer.config import check_fine_build, check_trainable
+        from frozenaug.format import load_manifest
+        from frozenaug.trainer.config import check_fine_build, check_trainable
 
         manifest = load_manifest(args.dir)
         check_trainable(manifest)
@@ -122,12 +122,14 @@ def precheck(args: argparse.Namespace) -> None:
         if getattr(args, name, None) is not None:
             FIT_OPTIONS[name].check(getattr(args, name), FIT_OPTIONS[name].flag_name)
     if args.command == "evaluate":
-        from trainer.distort import MAX_SEVERITY
+        from frozenaug.trainer.assess.distort import MAX_SEVERITY
 
         if not 1 <= args.severities <= MAX_SEVERITY:
             raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {args.severities}")
     _exists(args.run, "run directory", True)
-    from trainer.evaluate import read_run_files  # config.json and run.json, no TensorFlow
+    from frozenaug.trainer.assess.evaluate import (
+        read_run_files,  # config.json and run.json, no TensorFlow
+    )
 
     read_run_files(args.run)
     out = Path(args.out)
@@ -137,8 +139,8 @@ def precheck(args: argparse.Namespace) -> None:
     elif out.is_dir():
         raise InputError(f"{out}: is a folder; --out names the CSV file to write")
     else:
-        from builder.owned import check_not_input
-        from trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+        from frozenaug.common.owned import check_not_input
+        from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
 
         run_files = [Path(args.run) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
         check_not_input(out, [args.input, *run_files], "writing the CSV there", inside_ok=True)
@@ -181,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     hint = "run the same command with --resume to continue"
     if argv is not None:  # in process (tests): the caller's interpreter goes on
-        return dispatch(PROG, "trainer.cli:_run", args, hint)
+        return dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
     # The console script exits here, whatever happened: a thread that a library left running
     # (tf.data, a prefetching reader) must not keep a failed command alive.
     try:
-        code = dispatch(PROG, "trainer.cli:_run", args, hint)
+        code = dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -196,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Resolve the config (the stored one when resuming) and train."""
-    from trainer import config as cfgmod
-    from trainer.fit import fit
+    from frozenaug.trainer import config as cfgmod
+    from frozenaug.trainer.train.fit import fit
 
     flags = fit_flags(args)
     run = Path(args.out)
@@ -213,8 +215,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate, format_robustness
-    from trainer.tta import Cost
+    from frozenaug.trainer.assess.evaluate import evaluate, format_robustness
+    from frozenaug.trainer.assess.tta import Cost
 
     m = evaluate(args.run, args.input, args.out, split=args.split, distort_=args.distort,
                  severities=args.severities, seed=args.seed, batch_size=_batch(args),
@@ -230,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from trainer.predict import predict
+    from frozenaug.trainer.assess.predict import predict
 
     n = predict(args.run, args.input, args.out, split=args.split, batch_size=_batch(args),
                 tta=args.tta, adapt_bn=args.adapt_bn, report=print)

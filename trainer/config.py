@@ -1,6 +1,6 @@
 """The fit configuration: defaults <- an optional config file (JSON/YAML) <- command-line flags.
 
-Each field of ``FitConfig`` is declared once as an ``option`` (builder.options): its type,
+Each field of ``FitConfig`` is declared once as an ``option`` (frozenaug.common.options): its type,
 default, range and help make the ``fit`` flags, the config-file keys and the checks. No
 TensorFlow here: ``fit --help`` and the checks before TensorFlow loads use this module.
 Keys are locked: a misspelt key in a config file is an error, not a silently ignored option.
@@ -15,15 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.errors import InputError
-from builder.options import Option, check_keys, option, options_of, read_keys, resolve
+from frozenaug.common.errors import InputError
+from frozenaug.common.options import Option, check_keys, option, options_of, read_keys, resolve
 
 # The run directory's files, named once for fit, evaluate and predict.
 CONFIG_NAME = "config.json"
 STATE_NAME = "state.json"
 RUN_INFO_NAME = "run.json"  # facts of the run: class names, image shape, devices
 MODEL_NAME = "model.keras"
-# --model values; trainer.models builds them (kept here, free of keras, for the CLI's --help).
+# --model values; train.models builds them (kept here, free of keras, for the CLI's --help).
 MODEL_NAMES = ("small_resnet", "small_resnet_wide", "simple_cnn", "efficientnetv2b0",
                "efficientnetv2b3", "convnext_tiny", "convnext_small", "convnext_base")
 # The models built for training from scratch (no ImageNet weights, input_norm allowed).
@@ -65,7 +65,7 @@ class FitConfig:
 
     build_dir: str = option("", "build directory (frozenaug-build output)", flag=None,
                             empty_ok=True)
-    # trainer.models checks the name (its message lists the allowed ones)
+    # frozenaug.trainer.train.models checks the name (its message lists the allowed ones)
     model: str = option("small_resnet", f"one of {', '.join(MODEL_NAMES)}")
     weights: str = option("none", "none (train from scratch), imagenet, or a .weights.h5/.keras "
                           "file")

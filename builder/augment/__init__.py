@@ -1,0 +1,1 @@
+"""Augmentation: albumentations policies, our own ops (RandAugment, AugMix), distortion families."""

@@ -1,0 +1,1 @@
+"""Cleaning: perceptual hashes, outlier clusters and duplicates, the leakage-free split."""

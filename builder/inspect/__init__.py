@@ -1,0 +1,1 @@
+"""Looking at a build: verify, inspect, preview."""

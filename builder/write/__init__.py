@@ -1,0 +1,1 @@
+"""Writing a build: the build folder, the frozen epochs, one shard at a time."""

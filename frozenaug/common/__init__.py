@@ -1,0 +1,1 @@
+"""Pieces both sides share: errors, options, atomic writes, ownership, locks, disk, seeds."""

@@ -1,0 +1,1 @@
+"""Assessing a run: evaluate (with distortions and TTA) and predict."""

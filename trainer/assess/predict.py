@@ -1,0 +1,63 @@
+"""``frozenaug-train predict``: one CSV row per image: id, predicted class, class probabilities.
+
+Labelled inputs are read as evaluate reads them (assess.evaluate.load_inputs): a build
+directory's split (ids ``<split>/<source index>``), an .npz, or a class folder (ids: relative
+paths). Unlabelled images, the usual thing to predict, come as a flat folder of image files
+(ids: file names) or an .npz holding ``images`` and no ``labels`` (ids: row numbers).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from frozenaug.common.atomic import atomic_path
+from frozenaug.common.errors import InputError
+from frozenaug.common.owned import check_not_input
+from frozenaug.data.intake import load_unlabelled
+from frozenaug.trainer.assess.evaluate import load_inputs, load_run
+from frozenaug.trainer.assess.tta import predict_proba_timed
+from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+
+
+def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,
+                      class_names: list[str]) -> None:
+    """Columns ``id, class, <one per class name>``; written atomically."""
+    if len(ids) != len(proba):
+        raise ValueError("ids and probabilities differ in length")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "class", *class_names])
+        for i, p in zip(ids, proba, strict=True):
+            w.writerow([i, class_names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
+
+
+def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,
+            split: str = "test", batch_size: int = 64, tta: bool = False,
+            adapt_bn: bool = False, report: Callable[[str], None] | None = None) -> int:
+    """Predict every image of ``input_path``; return how many rows were written.
+
+    ``tta``/``adapt_bn`` as in trainer/tta.py (adapt_bn adapts to these very images; the
+    run's files are never changed); ``report`` receives a line saying what they cost."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
+    if Path(out).is_dir():
+        raise InputError(f"{out}: is a folder; --out names the CSV file to write")
+    run_files = [Path(run_dir) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
+    check_not_input(out, [input_path, *run_files], "writing the CSV there", inside_ok=True)
+    run = load_run(run_dir)
+    unlabelled = load_unlabelled(Path(input_path), tuple(run.image_shape[:2]))
+    if unlabelled is not None:
+        images, ids = unlabelled
+    else:
+        inputs = load_inputs(run, input_path, split)
+        images, ids = inputs.images, inputs.ids
+    proba, cost = predict_proba_timed(run.model, images, batch_size, tta, adapt_bn)
+    write_predictions(out, ids, proba, run.class_names)
+    if report is not None and cost.describe():
+        report(cost.describe())
+    return len(ids)

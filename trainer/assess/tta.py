@@ -1,0 +1,110 @@
+"""Class probabilities of a model over uint8 images, optionally with test-time augmentation.
+
+TTA averages the softmax over the 8 symmetries of the square (the dihedral group D4: rotations
+by 0, 90, 180, 270 degrees, each with and without a horizontal flip). Cells under a microscope
+have no orientation, so all 8 views are equally valid and their average is a cheaper ensemble.
+Non-square images only have the 4 symmetries that keep their shape (identity, the two flips,
+rotation by 180 degrees). evaluate, evaluate --distort and predict all come through here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from frozenaug.common.errors import InputError
+
+View = Callable[[np.ndarray], np.ndarray]
+
+
+def _rot(k: int, flip: bool) -> View:
+    def view(x: np.ndarray) -> np.ndarray:
+        y = x[:, :, ::-1] if flip else x
+        return np.ascontiguousarray(np.rot90(y, k, axes=(1, 2)))
+
+    return view
+
+
+DIHEDRAL: tuple[View, ...] = tuple(_rot(k, f) for f in (False, True) for k in range(4))
+
+
+def views(shape: tuple[int, ...]) -> tuple[View, ...]:
+    """The symmetries applied to images of ``shape`` (N, H, W, C): 8 if square, else 4."""
+    if shape[1] == shape[2]:
+        return DIHEDRAL
+    return tuple(DIHEDRAL[i] for i in (0, 2, 4, 6))  # identity, rot180, hflip, vflip
+
+
+@dataclass
+class Cost:
+    """Wall seconds of one prediction: the plain pass (the identity view), all views, and
+    the BatchNorm adaptation before them (0 without --adapt-bn)."""
+
+    views: int
+    plain_s: float
+    total_s: float
+    adapt_s: float = 0.0
+
+    @property
+    def factor(self) -> float:
+        return self.total_s / self.plain_s if self.plain_s > 0 else 1.0
+
+    def describe(self) -> str:
+        parts = []
+        if self.views > 1:
+            parts.append(f"tta: {self.views} views, {self.total_s:.1f} s instead of "
+                         f"{self.plain_s:.1f} s (+{self.total_s - self.plain_s:.1f} s, "
+                         f"{self.factor:.1f}x)")
+        if self.adapt_s:
+            parts.append(f"adapt-bn: {self.adapt_s:.1f} s recomputing BatchNorm statistics")
+        return "; ".join(parts)
+
+
+def predict_proba_timed(model: Any, images: np.ndarray, batch_size: int = 64,
+                        tta: bool = False, adapt_bn: bool = False) -> tuple[np.ndarray, Cost]:
+    """(N, classes) float32 softmax of ``model`` over uint8 (N, H, W, 3) ``images``, and what
+    it cost.
+
+    ``tta``: the mean over the dihedral views (8x the cost). ``adapt_bn``: first recompute
+    every BatchNorm layer's statistics on ``images`` themselves (train.bnstats.adapt_bn),
+    put back afterwards, so the model object leaves as it came.
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
+    todo = views(images.shape) if tta else DIHEDRAL[:1]
+    if not len(images):
+        return np.zeros((0, model.output_shape[-1]), np.float32), Cost(len(todo), 0.0, 0.0)
+    saved = None
+    t0 = time.perf_counter()
+    if adapt_bn:
+        from frozenaug.trainer.train import bnstats
+
+        saved = bnstats.snapshot_bn_statistics(model)
+        bnstats.adapt_bn(model, images, batch_size)
+    adapt_s = time.perf_counter() - t0 if adapt_bn else 0.0
+    try:
+        if tta:  # trace the predict function first, so the timings compare passes
+            model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
+        total = np.zeros((len(images), model.output_shape[-1]), np.float64)
+        t0 = time.perf_counter()
+        plain_s = 0.0
+        for i, view in enumerate(todo):
+            total += model.predict(view(images), batch_size=batch_size, verbose=0)
+            if i == 0:
+                plain_s = time.perf_counter() - t0
+        total_s = time.perf_counter() - t0
+    finally:
+        if saved is not None:
+            bnstats.restore_bn_statistics(model, saved)
+    proba = (total / len(todo)).astype(np.float32)
+    return proba, Cost(len(todo), plain_s, total_s, adapt_s)
+
+
+def predict_proba(model: Any, images: np.ndarray, batch_size: int = 64, tta: bool = False,
+                  adapt_bn: bool = False) -> np.ndarray:
+    """:func:`predict_proba_timed` without the cost."""
+    return predict_proba_timed(model, images, batch_size, tta, adapt_bn)[0]

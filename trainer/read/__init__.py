@@ -1,0 +1,1 @@
+"""Reading shards: the block-shuffled stream, its raw reads, fresh MixUp/CutMix."""

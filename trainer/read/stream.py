@@ -1,0 +1,420 @@
+"""Stream a build's shards into training: (uint8 images, float32 labels) batches.
+
+Reads are contiguous, chunk-aligned slices only. h5py serialises every call behind one lock, and
+a fancy-indexed read (``ds[sorted_idx]``) runs ~600 images/s where a contiguous slice runs
+hundreds of thousands; so shuffling happens at two levels instead: the order of chunk-sized
+blocks across all shards of an epoch (``epoch_order``, a pure function of the shard sizes, seed
+and epoch), then a permutation inside a group of several blocks. The permutation costs no copy:
+each block is read with one ``preadv`` whose destination rows are the permuted rows of the
+group buffer (recycled by ``rawio.BufferPool`` once nothing refers to it). Only the current
+frozen epoch's shards are open, so memory does not depend on K. Every shard is opened through
+``frozenaug.format.manifest.open_shard``, the format's one check against the manifest.
+
+Encoded shards (png, jpeg, webp) are read the same way, one ``preadv`` per block, of that block's
+byte range of ``image_bytes``; a pool of threads (``decode_threads``, kept for the stream's life)
+decodes them straight into the permuted destination rows, while this thread reads the next
+block (``cv2.imdecode`` releases the GIL). A group is yielded once all its images are decoded.
+
+Keras epoch ``e`` reads frozen epoch ``e mod K``; the shuffle is seeded by ``(seed, e)``, so a
+second pass over the same frozen epoch comes in another order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from frozenaug import format as fmt
+from frozenaug.common.errors import InputError
+from frozenaug.trainer.read import rawio
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+# 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and a
+# group buffer is ~28 MiB at 96x96 (a stream keeps at most BufferPool.keep free ones).
+DEFAULT_BUFFER_BLOCKS = 16
+
+
+def default_decode_threads() -> int:
+    """Threads that decode encoded shards: up to 4, at most one per core."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class _OpenShard:
+    entry: fmt.ShardEntry
+    images: h5py.Dataset | None  # raw shards
+    targets: np.ndarray  # (n, C) float32: soft labels or one-hot
+    block: int  # images per chunk: reads start on multiples of it
+    fd: int  # the same file, for raw chunk reads
+    offsets: list[int] | None  # file offset of each chunk when chunks are plain bytes
+    encoding: str = fmt.RAW
+    image_offsets: np.ndarray | None = None  # encoded: (n+1,) int64, into image_bytes
+    bytes_at: int | None = None  # encoded: file offset of image_bytes (None: read via h5py)
+    image_bytes: h5py.Dataset | None = None
+
+
+class ShardStream:
+    """Batches of one split of a build directory, for ``model.fit`` or a numpy loop.
+
+    Args:
+        build_dir_or_manifest: a build directory or an already loaded ``Manifest``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        batch_size: images per batch.
+        shuffle: shuffle blocks and samples (train); ``False`` gives manifest order, every
+            sample exactly once, deterministic (val/test).
+        seed: with the epoch number, seeds the shuffle.
+        soft_labels: use the shards' soft labels (MixUp/CutMix); ``None`` means use them where a
+            shard has them, one-hot elsewhere; ``False`` always one-hot of the hard label.
+        drop_remainder: drop each epoch's last, smaller batch.
+        buffer_blocks: chunk-sized blocks permuted together (shuffle quality vs memory).
+        validate: open every shard of the split once now and check it against the manifest,
+            so a broken build fails before training rather than at epoch 7.
+        verify: also compare every shard's sha256 with the manifest's now, which catches a
+            changed byte inside the image data that no structural check sees; costs one read
+            of the whole split (~40,000-60,000 images/s of 96x96, see docs/FAULTS.md).
+        decode_threads: threads decoding the images of encoded shards (default
+            ``default_decode_threads()``); unused for raw shards.
+
+    Raises:
+        InputError: a missing, unreadable, truncated or mismatching shard, or a split without
+            shards.
+    """
+
+    def __init__(
+        self,
+        build_dir_or_manifest: str | os.PathLike | fmt.Manifest,
+        split: str = "train",
+        *,
+        batch_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        soft_labels: bool | None = None,
+        drop_remainder: bool = False,
+        buffer_blocks: int = DEFAULT_BUFFER_BLOCKS,
+        validate: bool = True,
+        verify: bool = False,
+        decode_threads: int | None = None,
+    ) -> None:
+        if split not in fmt.SPLITS:
+            raise ValueError(f"split must be one of {fmt.SPLITS}, got {split!r}")
+        if batch_size < 1 or buffer_blocks < 1:
+            raise ValueError("batch_size and buffer_blocks must be >= 1")
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError("decode_threads must be >= 1")
+        self.decode_threads = decode_threads or default_decode_threads()
+        self._pool: ThreadPoolExecutor | None = None  # made on the first encoded block
+        m = build_dir_or_manifest
+        self.manifest = m if isinstance(m, fmt.Manifest) else fmt.load_manifest(m)
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_remainder = bool(drop_remainder)
+        self.buffer_blocks = int(buffer_blocks)
+        self.num_classes = self.manifest.num_classes
+        self.class_names = list(self.manifest.class_names)
+        self.image_shape = tuple(self.manifest.image_shape)
+        where = self.manifest.root / fmt.MANIFEST_NAME
+
+        if split == "train":
+            problems = fmt.manifest_problems(self.manifest)
+            if problems:
+                raise InputError(f"{where}: {'; '.join(problems)}")
+            self.epochs = self.manifest.epochs
+            self._frozen = [self.manifest.shards_of("train", e) for e in range(self.epochs)]
+        else:
+            self.epochs = 1
+            self._frozen = [self.manifest.shards_of(split)]
+            if not self._frozen[0]:
+                raise InputError(f"{where}: the build has no {split} shards")
+        self.num_samples = sum(s.samples for s in self._frozen[0])
+        has_soft = any(s.soft_labels for shards in self._frozen for s in shards)
+        if soft_labels and not has_soft:
+            raise InputError(f"{where}: soft labels requested but the {split} shards have none")
+        self.soft_labels = has_soft if soft_labels is None else bool(soft_labels)
+        steps = self.num_samples / self.batch_size
+        self.steps_per_epoch = math.floor(steps) if self.drop_remainder else math.ceil(steps)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{self.num_samples} {split} samples give no batch of {batch_size}")
+        # Shared by every dataset and iter_numpy of this stream, so memory stays bounded however
+        # often Keras makes a new iterator (TensorFlow keeps a from_generator's generator alive).
+        self._buffers = rawio.BufferPool(self.image_shape)
+        # Epochs whose reading a dataset() has started, in order (for logs and tests).
+        self.epochs_read: list[int] = []
+        if validate or verify:
+            for shards in self._frozen:
+                for entry in shards:
+                    with fmt.open_shard(self.manifest, entry, checksum=verify):
+                        pass
+
+    # --- public -------------------------------------------------------------------------
+
+    def element_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+        """(images uint8 (b,H,W,3), labels float32 (b,C)); b is fixed only with drop_remainder."""
+        import tensorflow as tf
+
+        b = self.batch_size if self.drop_remainder else None
+        return (
+            tf.TensorSpec((b, *self.image_shape), tf.uint8),
+            tf.TensorSpec((b, self.num_classes), tf.float32),
+        )
+
+    def dataset(self, initial_epoch: int = 0, *, repeat: bool = False) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of batches.
+
+        Without ``repeat``: one epoch per iteration; the n-th time it is iterated it reads Keras
+        epoch ``initial_epoch + n`` (Keras 3.15 ``fit`` starts it once per epoch; pass
+        ``steps_per_epoch`` only together with ``repeat=True``). Under a ``tf.distribute``
+        strategy scope Keras starts it one extra time to build the model, which shifts the
+        frozen epochs by one: use ``repeat=True`` there.
+
+        With ``repeat``: endless, epochs ``initial_epoch, initial_epoch + 1, ...`` back to back,
+        each exactly ``steps_per_epoch`` batches; use with ``fit(steps_per_epoch=...)``. Every
+        new iterator starts again at ``initial_epoch``, so this does not depend on how often
+        Keras restarts its iterator.
+        """
+        import tensorflow as tf
+
+        if repeat:
+
+            def generate() -> Iterator[Batch]:
+                for epoch in itertools.count(initial_epoch):
+                    self.epochs_read.append(epoch)
+                    yield from self._epoch_groups(epoch)
+
+        else:
+            counter = itertools.count(initial_epoch)
+
+            def generate() -> Iterator[Batch]:
+                epoch = next(counter)
+                self.epochs_read.append(epoch)
+                yield from self._epoch_groups(epoch)
+
+        @tf.autograph.experimental.do_not_convert
+        def split(x: tf.Tensor, y: tf.Tensor) -> tf.data.Dataset:
+            # Per group, so a batch never spans two groups (nor two epochs): the batches are
+            # exactly those of iter_numpy.
+            return tf.data.Dataset.from_tensors((x, y)).rebatch(
+                self.batch_size, drop_remainder=self.drop_remainder
+            )
+
+        # The generator hands over whole shuffled groups (~1000 images) and TensorFlow cuts
+        # them into batches: one Python call per group instead of per batch keeps the GIL
+        # free for the training loop (about 2.5x the images/s at batch 64).
+        groups = tf.data.Dataset.from_generator(generate, output_signature=self._group_spec())
+        ds = groups.prefetch(2).flat_map(split)
+        if not repeat:
+            # A known length gives Keras progress bars and a fixed steps count from epoch 1.
+            ds = ds.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def iter_numpy(self, epoch: int = 0) -> Iterator[Batch]:
+        """The batches of Keras epoch ``epoch`` as numpy arrays (the same ones ``dataset``
+        yields for that epoch)."""
+        bs = self.batch_size
+        for x, y in self._epoch_groups(epoch):
+            for k in range(0, len(x), bs):
+                yield x[k : k + bs], y[k : k + bs]
+
+    def labels(self, epoch: int = 0) -> np.ndarray:
+        """Hard labels (int32) of a frozen epoch (val/test: the split) in manifest order, the
+        order ``shuffle=False`` yields."""
+        return self._concat(fmt.DS_LABELS, epoch)
+
+    def source_index(self, epoch: int = 0) -> np.ndarray:
+        """Each sample's row in the builder's input data set, in manifest order."""
+        return self._concat(fmt.DS_SOURCE_INDEX, epoch)
+
+    def shards_of_epoch(self, epoch: int) -> list[fmt.ShardEntry]:
+        """The shards Keras epoch ``epoch`` reads (those of frozen epoch ``epoch mod K``)."""
+        return list(self._frozen[epoch % self.epochs])
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _concat(self, name: str, epoch: int) -> np.ndarray:
+        parts = []
+        for entry in self.shards_of_epoch(epoch):
+            with fmt.open_shard(self.manifest, entry) as f:
+                parts.append(self._read(entry, lambda f=f: f[name][()]))
+        return np.concatenate(parts)
+
+    def _epoch_groups(self, epoch: int) -> Iterator[Batch]:
+        """Open this epoch's shards, read their blocks in ``epoch_order``, close the shards;
+        yield groups of whole batches (only the epoch's last group may end with a smaller one)."""
+        bs = self.batch_size
+        with contextlib.ExitStack() as stack:
+            shards = [self._open(stack, e) for e in self.shards_of_epoch(epoch)]
+            blocks = epoch_order([s.entry.samples for s in shards], [s.block for s in shards],
+                                 self.seed if self.shuffle else None, epoch)
+            # Inside a group, its own stream: the block order stays a function of its inputs.
+            rng = np.random.default_rng([self.seed, epoch, 1]) if self.shuffle else None
+            # A group: its blocks plus a carry of less than one batch from the one before.
+            rows = min(self.num_samples, self.buffer_blocks * max(s.block for s in shards) + bs)
+            carry_x = np.empty((0, *self.image_shape), np.uint8)
+            carry_y = np.empty((0, self.num_classes), np.float32)
+            for g in range(0, len(blocks), self.buffer_blocks):
+                group = blocks[g : g + self.buffer_blocks]
+                last = g + self.buffer_blocks >= len(blocks)
+                n = len(carry_x) + sum(b - a for _, a, b in group)
+                x = self._buffers.take(rows)[:n]
+                y = np.empty((n, self.num_classes), np.float32)
+                # Where each image goes: a permutation of the group (shuffle), or in order.
+                to = rng.permutation(n) if rng is not None else np.arange(n)
+                c = len(carry_x)
+                x[to[:c]], y[to[:c]] = carry_x, carry_y
+                pos = c
+                decoding: list[tuple[_OpenShard, Future]] = []
+                for i, a, b in group:
+                    s, dest = shards[i], to[pos : pos + b - a]
+                    if s.image_offsets is not None:
+                        decoding += self._decode_rows(s, a, b, x, dest)
+                    else:
+                        self._read_rows(s, a, b, x,
+                                        np.s_[pos : pos + b - a] if rng is None else dest)
+                    y[dest] = s.targets[a:b]
+                    pos += b - a
+                for s, done in decoding:
+                    bad = done.result()
+                    if bad is not None:
+                        raise InputError(f"{self.manifest.path_of(s.entry)}: image {bad} of "
+                                         f"{s.entry.samples} {self._why(s, bad)}")
+                full = n if last and not self.drop_remainder else n - n % bs
+                if full:
+                    yield x[:full], y[:full]
+                carry_x, carry_y = x[full:], y[full:]
+
+    def _group_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+        import tensorflow as tf
+
+        return (
+            tf.TensorSpec((None, *self.image_shape), tf.uint8),
+            tf.TensorSpec((None, self.num_classes), tf.float32),
+        )
+
+    def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry) -> _OpenShard:
+        f = stack.enter_context(fmt.open_shard(self.manifest, entry))
+        encoding = self.manifest.encoding_of(entry)
+        images = f[fmt.DS_IMAGES] if encoding == fmt.RAW else None
+        if self.soft_labels and entry.soft_labels:
+            targets = self._read(entry, lambda: f[fmt.DS_SOFT_LABELS][()]).astype(np.float32)
+        else:  # labels are in 0..C-1: open_shard checked them
+            hard = self._read(entry, lambda: f[fmt.DS_LABELS][()])
+            targets = np.eye(self.num_classes, dtype=np.float32)[hard]
+        fd = os.open(self.manifest.path_of(entry), os.O_RDONLY)
+        stack.callback(os.close, fd)
+        if images is None:  # encoded: blocks of CHUNK_IMAGES rows, each one byte range
+            data = f[fmt.DS_IMAGE_BYTES]
+            offsets = self._read(entry, lambda: f[fmt.DS_IMAGE_OFFSETS][()])
+            return _OpenShard(entry, None, targets, fmt.CHUNK_IMAGES, fd, None, encoding,
+                              offsets, rawio.contiguous_offset(data), data)
+        block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
+        return _OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images))
+
+    def _decode_rows(self, s: _OpenShard, a: int, b: int, x: np.ndarray,
+                     dest: np.ndarray) -> list[tuple[_OpenShard, Future]]:
+        """Read rows a:b of an encoded shard (one byte range) and hand their decoding into
+        ``x[dest]`` to the pool, in one task per thread; returns (shard, future of
+        ``codec.decode_rows``) per task."""
+        from frozenaug.format import codec
+
+        assert s.image_offsets is not None
+        lo, hi = int(s.image_offsets[a]), int(s.image_offsets[b])
+        data = np.empty(hi - lo, np.uint8)
+        if s.bytes_at is not None:
+            if self._read(s.entry, os.preadv, s.fd, [data], s.bytes_at + lo) != hi - lo:
+                path = self.manifest.path_of(s.entry)
+                raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
+        else:
+            data = self._read(s.entry, lambda: s.image_bytes[lo:hi])
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        step = -(-(b - a) // self.decode_threads)
+        tasks = []
+        for r in range(a, b, step):
+            rows = range(r, min(r + step, b))
+            sub = data[int(s.image_offsets[r]) - lo:]
+            tasks.append((s, self._pool.submit(codec.decode_rows, sub, s.image_offsets,
+                                                   rows, x, dest[r - a:], s.encoding)))
+        return tasks
+
+    def _why(self, s: _OpenShard, row: int) -> str:
+        """What is wrong with one image of an encoded shard (decoded again, for the message)."""
+        from frozenaug.format import codec
+
+        assert s.image_offsets is not None and s.image_bytes is not None
+        lo, hi = int(s.image_offsets[row]), int(s.image_offsets[row + 1])
+        try:
+            codec.decode_into(self._read(s.entry, lambda: s.image_bytes[lo:hi]),
+                              np.empty(self.image_shape, np.uint8), s.encoding)
+        except ValueError as e:
+            return str(e)
+        return f"does not decode as {s.encoding}"
+
+    def _read_rows(
+        self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice | np.ndarray
+    ) -> None:
+        """Rows a:b of a shard's images (a chunk-aligned block) into ``x[dest]``: a slice, or
+        the destination row of each image.
+
+        Uncompressed chunks are plain C-order bytes at a known offset: one preadv straight into
+        the destination rows, which (unlike h5py) releases the GIL and skips h5py's global lock,
+        so the training loop keeps running meanwhile. Anything else goes through h5py."""
+        if s.offsets is None:
+            if isinstance(dest, slice):
+                self._read(s.entry, s.images.read_direct, x, np.s_[a:b], dest)
+            else:
+                x[dest] = self._read(s.entry, lambda: s.images[a:b])
+            return
+        out = [x[dest]] if isinstance(dest, slice) else [x[r] for r in dest.tolist()]
+        offset = s.offsets[a // s.block]
+        for k in range(0, len(out), rawio.IOV_MAX):
+            part = out[k : k + rawio.IOV_MAX]
+            want = (b - a if isinstance(dest, slice) else len(part)) * x.strides[0]
+            if self._read(s.entry, os.preadv, s.fd, part, offset) != want:
+                path = self.manifest.path_of(s.entry)
+                raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
+            offset += want
+
+    def _read(self, entry: fmt.ShardEntry, read: Callable[..., Any], *args: Any) -> Any:
+        """Run one h5py read; a damaged file becomes an InputError naming the shard."""
+        try:
+            return read(*args)
+        except OSError as e:
+            path = self.manifest.path_of(entry)
+            raise InputError(f"{path}: shard data unreadable ({e})") from None
+
+
+def epoch_order(
+    shard_sizes: Sequence[int], block: int | Sequence[int], seed: int | None, epoch: int
+) -> list[tuple[int, int, int]]:
+    """The order in which the reader reads an epoch: ``(shard, start, stop)`` for every block of
+    ``block`` consecutive samples (one HDF5 chunk, so each is one sequential read) of every
+    shard, each exactly once; shuffled by ``(seed, epoch)``, or in manifest order for ``seed``
+    None. ``block`` is one size for all shards, or one per shard. A pure function: equal
+    arguments give equal orders, whatever was read before.
+    """
+    sizes = [int(n) for n in shard_sizes]
+    per_shard = [int(block)] * len(sizes) if isinstance(block, int) else [int(b) for b in block]
+    if len(per_shard) != len(sizes) or min(per_shard, default=1) < 1:
+        raise ValueError(f"block {block!r}: need one size >= 1, or one per shard")
+    blocks = [(i, a, min(a + b, n)) for i, (n, b) in enumerate(zip(sizes, per_shard, strict=True))
+              for a in range(0, n, b)]
+    if seed is None:
+        return blocks
+    rng = np.random.default_rng([seed, epoch])
+    return [blocks[j] for j in rng.permutation(len(blocks))]

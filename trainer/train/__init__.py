@@ -1,0 +1,1 @@
+"""Training: models, the fit loop, checkpoints and the run folder, distribution strategies."""
