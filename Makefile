@@ -40,6 +40,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python tests/importcontract.py
 	$(BIN)/hadolint Dockerfile
 
 # ~4-8 min cold, a slow target outside CI (README, "Docker on GPU servers"): the Dockerfile built with

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from frozenaug import format as fmt
+from frozenaug.builder.clean.options import OUTLIER_MIN, SPLIT, THRESHOLD
 from frozenaug.common.errors import InputError
-from frozenaug.common.options import Option, option, options_of, resolve
+from frozenaug.common.options import Option, field_of, option, options_of, resolve
 
 BACKENDS = ("loky", "dask")
 # Options that change how fast a build runs or where it goes, never what it writes.
@@ -42,18 +43,6 @@ def _classes(v: Any) -> list[str]:
     if not isinstance(v, str) or not v:
         raise InputError(f"must be a list of names, 'a,b,c' or a file, got {v!r}")
     return [str(c) for c in parse_classes(v)]
-
-
-def _fractions(v: Any) -> tuple[float, float, float]:
-    from frozenaug.builder.clean.split import parse_fractions
-
-    if isinstance(v, (list, tuple)):
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise InputError(f"must be three fractions, got {v!r}")
-        v = ",".join(repr(float(x)) for x in v)
-    if not isinstance(v, str):
-        raise InputError(f"must be 'train,val,test' fractions, got {v!r}")
-    return tuple(float(x) for x in parse_fractions(v))  # type: ignore[return-value]
 
 
 def _encoding(v: Any) -> str:
@@ -91,12 +80,9 @@ class BuildConfig:
                               default_text="all cores")
     # 4: measured on the blood-cell set, see clean.scan (DEFAULT_THRESHOLD). With --no-clean
     # the manifest records null unless a value was given (load_build_config).
-    threshold: int | None = option(4, "max Hamming distance between perceptual hashes of "
-                                   "near-duplicates", lo=0, hi=63, none_ok=True)
-    outlier_min: int | None = option(10, "a picture repeated at least this often is an "
-                                     "injected outlier", lo=2, hi=2**31 - 1, none_ok=True)
-    split: tuple[float, float, float] = option((0.64, 0.16, 0.2), "train,val,test fractions",
-                                               parse=_fractions)
+    threshold: int | None = field_of(THRESHOLD)
+    outlier_min: int | None = field_of(OUTLIER_MIN)
+    split: tuple[float, float, float] = field_of(SPLIT)
     seed: int = option(0, "random seed", lo=0, hi=2**63 - 1)
     epochs: int = option(3, "frozen epochs K", lo=1, hi=10_000)
     policy: str = option("heavy", "a preset (none, light, heavy) or a policy file")

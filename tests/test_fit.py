@@ -17,7 +17,7 @@ from frozenaug import format as fmt
 from frozenaug.common.errors import InputError
 from frozenaug.trainer.cli import main as train_main
 from frozenaug.trainer.config import FitConfig, config_differences, read_config_file, resolve_config
-from frozenaug.trainer.train.fit import class_weights, fit, split_counts
+from frozenaug.trainer.train.fit import class_weights, fit
 
 
 class Interrupt(Exception):
@@ -157,7 +157,7 @@ def test_class_weights_come_from_the_split_not_the_mixed_shards(tmp_path):
     assert build_main(["build", str(npz), "--out", str(out), "--epochs", "1", "--policy",
                        "heavy", "--no-clean", "--seed", "1"]) == 0
     m = fmt.load_manifest(out)
-    counts = split_counts(m, "train")
+    counts = m.split_counts("train")
     assert sum(counts) == sum(m.class_counts("train"))
     assert counts == m.raw["split"]["class_counts"]["train"]
     assert counts[0] > counts[1] > counts[2] > 0  # the 4:2:1 of the input, split stratified

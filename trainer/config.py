@@ -196,21 +196,11 @@ def check_fine_build(manifest: Any, fine: Any) -> None:
     if list(fine.image_shape) != list(manifest.image_shape):
         raise InputError(f"{where} holds images of {tuple(fine.image_shape)}, {manifest.root} "
                          f"of {tuple(manifest.image_shape)}")
-    if _split_of(fine) != _split_of(manifest):
+    if fine.split_identity() != manifest.split_identity():
         raise InputError(f"{where} splits another input or splits it differently than "
                          f"{manifest.root} (its split.json differs): its train images could be "
                          "in the val or test split; build it from the same input with the same "
                          "--seed, --split and cleaning options")
-
-
-def _split_of(manifest: Any) -> Any:
-    """The input fingerprint and rows of each split a build holds (its split.json)."""
-    path = Path(manifest.root) / "split.json"
-    try:
-        split = json.loads(path.read_text())
-        return split["input_fingerprint"], split["splits"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None
 
 
 def load_run_config(run_dir: str | Path) -> FitConfig:

@@ -215,7 +215,16 @@ def _check_p(cls: str, p: float) -> float:
     return float(p)
 
 
-class RandAugment(A.ImageOnlyTransform):
+class _StableName:
+    """Keeps the name these transforms had before the frozenaug namespace (``builder.ops.X``):
+    albumentations keys its registry and policy files on it, and a build's policy_hash too."""
+
+    @classmethod
+    def get_class_fullname(cls) -> str:
+        return f"builder.ops.{cls.__name__}"
+
+
+class RandAugment(_StableName, A.ImageOnlyTransform):
     """RandAugment (Cubuk et al. 2020): ``n`` ops drawn uniformly (with replacement) from
     ``ops``, each at strength ``magnitude`` in [0, 1] with a random sign where it has one.
 
@@ -254,7 +263,7 @@ class RandAugment(A.ImageOnlyTransform):
         return img
 
 
-class AugMix(A.ImageOnlyTransform):
+class AugMix(_StableName, A.ImageOnlyTransform):
     """AugMix (Hendrycks et al. 2020): ``width`` chains of 1-3 (or ``depth``) random ops, mixed
     with Dirichlet(alpha) weights, then blended with the original by Beta(alpha, alpha).
 
@@ -314,7 +323,7 @@ class AugMix(A.ImageOnlyTransform):
 
 # --- H&E stain --------------------------------------------------------------------------
 
-class StainJitter(A.ImageOnlyTransform):
+class StainJitter(_StableName, A.ImageOnlyTransform):
     """H&E stain variation (Tellez et al. 2018's HED jitter): RGB to the haematoxylin, eosin
     and DAB stain concentrations by colour deconvolution (Ruifrok matrix), each concentration
     multiplied by U(1 - scale, 1 + scale) and shifted by U(-shift, shift) optical density,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from frozenaug.builder.clean.report import contact_sheet_png
 from frozenaug.builder.clean.scan import (
     DEFAULT_OUTLIER_MIN,
     DEFAULT_THRESHOLD,
@@ -39,7 +40,6 @@ from frozenaug.builder.clean.split import (
 from frozenaug.builder.clean.split import split_indices as _split_indices
 from frozenaug.common.atomic import atomic_path, write_json, write_together
 from frozenaug.common.errors import InputError
-from frozenaug.common.report import contact_sheet_png
 from frozenaug.data.imagefile import CHUNK_BYTES, drop_pages
 from frozenaug.data.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
 

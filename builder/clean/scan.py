@@ -26,8 +26,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from frozenaug.builder.clean.options import OUTLIER_MIN, THRESHOLD
 from frozenaug.builder.clean.phash import phash
-from frozenaug.builder.config import OPTIONS
 
 # Measured on the shared blood-cell set (13,759 images, see docs/SCAN.md). Every hash has exactly
 # 32 bits set (31 AC coefficients above their median, plus DC), so distances are even and 4 and
@@ -38,7 +38,7 @@ from frozenaug.builder.config import OPTIONS
 # duplicate with two labels. JPEG q75 and +20 brightness stay within 4 bits; a 2-pixel shift of a
 # 96-pixel cell does for only ~1/3 of cells (median 6 bits), a limit of an 8x8 DCT hash on small,
 # similar images that no threshold fixes without merging distinct cells.
-DEFAULT_THRESHOLD = OPTIONS["threshold"].default  # 4: declared with --threshold
+DEFAULT_THRESHOLD = THRESHOLD.default
 # The split groups the kept rows again, at threshold + SPLIT_GROUP_MARGIN bits (8 by default),
 # and keeps each group in one split: the removal radius leaves photos of one cell that are too
 # far apart to remove (a 2-pixel shift) but too close to sit in train and test. Measured on the
@@ -47,7 +47,7 @@ DEFAULT_THRESHOLD = OPTIONS["threshold"].default  # 4: declared with --threshold
 # and at 8 the groups stay small (181 groups of 400 rows, the largest 7), so every class keeps
 # its fractions; at 10 (97 % of shifts) single linkage chains 736 distinct cells into one group.
 SPLIT_GROUP_MARGIN = 4
-DEFAULT_OUTLIER_MIN = OPTIONS["outlier_min"].default
+DEFAULT_OUTLIER_MIN = OUTLIER_MIN.default
 ALLPAIRS_MAX = 50_000  # distinct hashes; beyond this, multi-index hashing
 TILE = 1024  # all-pairs tile side: 1024^2 uint64 XORs = 8 MB (2048 was 2x slower: cache)
 SMALL_BUCKET = 64  # multi-index buckets up to this size are paired by sorted-order offsets
@@ -159,7 +159,7 @@ def find_groups(hashes: np.ndarray, threshold: int, *, method: str = "auto") -> 
     ``method`` ("auto", "allpairs", "mih") forces a pair search, for tests and benchmarks.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
-    OPTIONS["threshold"].check(threshold, "--threshold")  # the bands need 0..63
+    THRESHOLD.check(threshold, "--threshold")  # the bands need 0..63
     if hashes.size == 0:
         return np.zeros(0, np.int64)
     u, inv = np.unique(hashes, return_inverse=True)
@@ -272,9 +272,9 @@ def scan_dataset(ds: Any, *, threshold: int | None = DEFAULT_THRESHOLD,
     Raises:
         InputError: threshold outside 0..63 or outlier_min below 2.
     """
-    threshold = OPTIONS["threshold"].check(
+    threshold = THRESHOLD.check(
         DEFAULT_THRESHOLD if threshold is None else threshold, "--threshold")
-    outlier_min = OPTIONS["outlier_min"].check(
+    outlier_min = OUTLIER_MIN.check(
         DEFAULT_OUTLIER_MIN if outlier_min is None else outlier_min, "--outlier-min")
     hashes = phash(ds.images, jobs=jobs, progress=len(ds.images) > 50_000)
     groups = find_groups(hashes, threshold)

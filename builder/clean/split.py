@@ -17,11 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from frozenaug.builder.config import OPTIONS
 from frozenaug.common.errors import InputError
 
 SPLIT_NAMES = ("train", "val", "test")
-DEFAULT_FRACTIONS: tuple[float, float, float] = OPTIONS["split"].default  # declared with --split
+DEFAULT_FRACTIONS: tuple[float, float, float] = (0.64, 0.16, 0.2)
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

@@ -133,6 +133,13 @@ def option(default: Any, help: str, *, factory: bool = False, **rules: Any) -> A
     return dataclasses.field(default=default, metadata={"option": spec})
 
 
+def field_of(o: Option) -> Any:
+    """A dataclass field for an Option declared by the module that owns its default (the
+    algorithm, e.g. the scan's threshold), so that module need not import the config."""
+    spec = {f.name: getattr(o, f.name) for f in dataclasses.fields(Option) if f.name != "name"}
+    return dataclasses.field(default=o.default, metadata={"option": spec})
+
+
 def options_of(cls: type) -> tuple[Option, ...]:
     """The Option of every field of a dataclass declared with ``option``, in field order."""
     return tuple(Option(name=f.name, **f.metadata["option"]) for f in dataclasses.fields(cls))

@@ -50,6 +50,7 @@ from frozenaug.format.schema import (  # noqa: F401
     SCHEMA_VERSION,
     SOFT_LABEL_DTYPE,
     SOURCE_INDEX_DTYPE,
+    SPLIT_NAME,
     SPLITS,
     Encoding,
     parse_encoding,

@@ -41,6 +41,7 @@ from frozenaug.format.schema import (
     RAW,
     READABLE_SCHEMA_VERSIONS,
     SCHEMA_VERSION,
+    SPLIT_NAME,
     parse_encoding,
     split_encoding,
 )
@@ -121,6 +122,33 @@ class Manifest:
     def encoding_of(self, shard: ShardEntry) -> str:
         """How this shard's images are stored (``split_encoding`` of the build's)."""
         return split_encoding(self.encoding, shard.split)
+
+    # The trainer reads these builder-written fields only through the accessors below.
+
+    def split_counts(self, split: str) -> list[int]:
+        """Per-class counts of a split as the builder's split made it: real images, before
+        any augmentation or MixUp/CutMix (the shards' own counts are argmaxes of soft labels);
+        the shards' counts for a build that does not record them."""
+        counts = self.raw.get("split", {}).get("class_counts", {}).get(split)
+        if isinstance(counts, list) and len(counts) == self.num_classes:
+            return [int(c) for c in counts]
+        return self.class_counts(split)
+
+    @property
+    def policy_mix(self) -> dict[str, Any] | None:
+        """The policy's MixUp/CutMix stage as written in the manifest, or None."""
+        mix = self.raw.get("policy", {}).get("mix")
+        return mix if isinstance(mix, dict) else None
+
+    def split_identity(self) -> tuple[str, Any]:
+        """The input fingerprint and the rows of each split (the build's split.json): two
+        builds with equal identities hold the same images in the same splits."""
+        path = self.root / SPLIT_NAME
+        try:
+            split = json.loads(path.read_text())
+            return str(split["input_fingerprint"]), split["splits"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None
 
 
 def load_manifest(build_dir: str | os.PathLike) -> Manifest:

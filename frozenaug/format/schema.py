@@ -12,6 +12,7 @@ FORMAT_NAME = "frozenaug-hdf5"
 SCHEMA_VERSION = 2  # 2: the ``encoding`` (manifest field, shard attribute), encoded layout
 READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: every shard raw, no ``encoding`` anywhere
 MANIFEST_NAME = "manifest.json"
+SPLIT_NAME = "split.json"  # the rows of each split, written by the clean step into the build
 
 SPLITS = ("train", "val", "test")
 

@@ -21,7 +21,7 @@ from frozenaug import format as fmt
 from frozenaug.common.atomic import write_together
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
-from frozenaug.common.report import drawable
+from frozenaug.common.text import drawable
 from frozenaug.data.intake import check_class_names
 from frozenaug.trainer.assess import tta as tta_module
 from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort

@@ -98,15 +98,6 @@ def class_weights(counts: list[int]) -> dict[int, float]:
     return {i: (n / (c * k) if k else 1.0) for i, k in enumerate(counts)}
 
 
-def split_counts(manifest: Manifest, split: str) -> list[int]:
-    """Per-class counts of a split as the builder's split made it: real images, before any
-    augmentation or MixUp/CutMix (the shards' own counts are argmaxes of soft labels)."""
-    counts = manifest.raw.get("split", {}).get("class_counts", {}).get(split)
-    if isinstance(counts, list) and len(counts) == manifest.num_classes:
-        return [int(c) for c in counts]
-    return manifest.class_counts(split)
-
-
 @dataclass
 class Plan:
     """What one start of ``fit`` resolved from its inputs, before it writes anything."""
@@ -180,8 +171,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
             raise InputError(
                 f"{cfg.build_dir}: --mix fresh draws MixUp/CutMix while reading, but this build "
                 "froze them already (soft labels); build with a policy without a mix stage")
-        policy_mix = manifest.raw.get("policy", {}).get("mix")
-        mix = MixConfig.from_dict(policy_mix) if policy_mix else MixConfig()
+        mix = MixConfig.from_dict(manifest.policy_mix) if manifest.policy_mix else MixConfig()
     return Plan(
         cfg=cfg, run=run, manifest=manifest, shape=tuple(manifest.image_shape),
         pretrained=cfg.weights != "none", gpu=gpu, mixed=_tristate(cfg.mixed_precision, gpu),
@@ -190,7 +180,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
         # The plain cross-entropy, without label smoothing or weight penalties: comparable
         # across phases whose regularisers differ (the loss is not).
         monitor="val_ce" if val is not None else "ce",
-        class_weight=(class_weights(split_counts(manifest, "train")) if cfg.class_weights
+        class_weight=(class_weights(manifest.split_counts("train")) if cfg.class_weights
                       else None),
         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
         cluster=cluster,

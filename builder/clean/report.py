@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from frozenaug.common.text import drawable
 from frozenaug.data.imagefile import drop_pages
 
 TILE = 96  # every image is shown at this size
@@ -19,14 +20,6 @@ MAX_CLUSTER_TILES = 60  # beyond these, the sheet says how many more there were
 MAX_CONFLICTS = 20
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BG = 255
-
-
-def drawable(text: str) -> str:
-    """``text`` as printable ASCII: the Hershey fonts draw nothing else, and a name that is not
-    valid UTF-8 (a folder named with bytes like ``b"\\xff"`` arrives as lone surrogates) crashes
-    OpenCV's string conversion, so every caption goes through here."""
-    out = text.encode("ascii", "backslashreplace").decode("ascii")
-    return "".join(c if c.isprintable() else "?" for c in out)
 
 
 def _text(img: np.ndarray, text: str, x: int, y: int, scale: float = 0.33) -> None:
