@@ -97,6 +97,10 @@ def test_identical_jpeg_and_brightness_copies_within_threshold(real_cells: np.nd
     # +20 brightness: all but about 1 in 1,000 (docs/SCAN.md), and that one just outside.
     assert (hamming(h, bright) <= DEFAULT_THRESHOLD).mean() > 0.995
     assert hamming(h, bright).max() <= DEFAULT_THRESHOLD + 2
+    # ... while distinct cells stay far apart (a hash that ignored the image would pass the
+    # lines above): no two are within the threshold, and a typical pair differs in ~half the bits.
+    others = hamming(h[:, None], h[None, :])[~np.eye(len(h), dtype=bool)]
+    assert others.min() > DEFAULT_THRESHOLD and np.median(others) >= 20
 
 
 def test_shifted_copies(real_cells: np.ndarray) -> None:

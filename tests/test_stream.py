@@ -221,7 +221,26 @@ def test_bad_arguments(build: Path) -> None:
 
 
 def test_keras_fit_reads_a_new_frozen_epoch_each_epoch(build: Path) -> None:
+    """What Keras epoch e trains on is frozen epoch e mod K, every train sample once: checked on
+    the batches fit consumed (each image's stamp names its sample and frozen epoch)."""
     keras = pytest.importorskip("keras")
+    import tensorflow as tf
+
+    seen: list[np.ndarray] = []  # (source, epoch stamp) of each batch, in the order read
+
+    def record(x: tf.Tensor) -> tf.Tensor:
+        seen.append(np.stack(read_stamp(x.numpy()), axis=1))
+        return x
+
+    def spy(ds: tf.data.Dataset) -> tf.data.Dataset:
+        # Pulled batch by batch, in order, by fit (which may read ahead into the next epoch
+        # of an endless dataset: the batches are cut into epochs by the step count below).
+        def tap(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            out = tf.py_function(record, [x], tf.uint8)
+            out.set_shape(x.shape)
+            return out, y
+
+        return ds.map(tap)
 
     def model() -> keras.Model:
         m = keras.Sequential([
@@ -231,14 +250,23 @@ def test_keras_fit_reads_a_new_frozen_epoch_each_epoch(build: Path) -> None:
         m.compile("adam", "categorical_crossentropy")
         return m
 
+    train_sources = sorted(_stored(build, fmt.DS_LABELS))
+
+    def check(frozen: list[int], steps: int) -> None:
+        assert len(seen) >= steps * len(frozen)
+        for e, want in enumerate(frozen):
+            got = np.concatenate(seen[e * steps:(e + 1) * steps])
+            assert set(got[:, 1].tolist()) == {want}  # every image from frozen epoch `want`
+            assert sorted(got[:, 0].tolist()) == train_sources  # each train sample once
+        seen.clear()
+
     s, val = ShardStream(build, batch_size=64), ShardStream(build, "val", shuffle=False)
-    model().fit(s.dataset(), epochs=3, validation_data=val.dataset(), verbose=0)
-    assert s.epochs_read == [0, 1, 2]
+    model().fit(spy(s.dataset()), epochs=4, validation_data=val.dataset(), verbose=0)
+    check([0, 1, 2, 0], s.steps_per_epoch)
     r = ShardStream(build, batch_size=64)
-    model().fit(r.dataset(1, repeat=True), epochs=3, initial_epoch=1,
+    model().fit(spy(r.dataset(1, repeat=True)), epochs=4, initial_epoch=1,
                 steps_per_epoch=r.steps_per_epoch, verbose=0)
-    # epochs 1, 2, 3 (= frozen 1, 2, 0); the reader may already have begun the next one
-    assert r.epochs_read[:3] == [1, 2, 3]
+    check([1, 2, 0], r.steps_per_epoch)  # Keras epochs 1, 2, 3 = frozen 1, 2, 0
 
 
 def test_raw_chunk_reads_equal_h5py_reads(build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
