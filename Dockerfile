@@ -18,6 +18,7 @@ ENV NO_ALBUMENTATIONS_UPDATE=1 \
 
 WORKDIR /opt/frozenaug
 COPY setup.cfg pyproject.toml README.md ./
+COPY frozenaug ./frozenaug
 COPY builder ./builder
 COPY trainer ./trainer
 COPY policies ./policies

@@ -149,7 +149,7 @@ def _namespace(options: Any, given: dict[str, Any], what: str) -> argparse.Names
     if unknown:
         raise TypeError(f"{what}: unknown option(s) {', '.join(unknown)}; known: "
                         f"{', '.join(sorted(names))}")
-    return argparse.Namespace(**{n: None for n in names}, **given)
+    return argparse.Namespace(**{**{n: None for n in names}, **given})
 
 
 def scan(input: str | os.PathLike, out: str | os.PathLike, **options: Any) -> dict[str, Any]:

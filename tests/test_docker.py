@@ -104,11 +104,13 @@ def test_installs_this_package_with_declared_extras_and_not_editable():
     assert "cpu" not in extras
 
 
-def test_copies_every_package_setup_cfg_lists():
-    packages = _setup_cfg()["options"]["packages"].replace(",", " ").split()
+def test_copies_every_package_folder_setup_cfg_maps():
+    folders = {line.split("=")[1].strip() for line in
+               _setup_cfg()["options"]["package_dir"].strip().splitlines()}
+    assert folders == {"frozenaug", "builder", "trainer"}
     text = _dockerfile()
-    for pkg in packages:
-        assert re.search(rf"^COPY {pkg} ", text, re.M), f"Dockerfile does not copy {pkg}/"
+    for folder in folders:
+        assert re.search(rf"^COPY {folder} ", text, re.M), f"Dockerfile does not copy {folder}/"
 
 
 def test_runs_as_non_root_with_environment_and_volumes():

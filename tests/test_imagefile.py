@@ -45,7 +45,8 @@ def _files(folder: Path) -> list[str]:
 @pytest.mark.parametrize("compressed", [False, True])
 def test_npz_stored_or_deflated_equals_the_in_memory_read(tmp_path: Path, compressed: bool,
                                                           monkeypatch) -> None:
-    monkeypatch.setattr("data.arrays._CHUNK_BYTES", 1000)  # many chunks, rows split across
+    # many chunks, rows split across
+    monkeypatch.setattr("frozenaug.data.arrays._CHUNK_BYTES", 1000)
     imgs, labels = make_images(40, 14, 10), np.arange(40) % 3
     path = _npz(tmp_path / "d.npz", compressed, images=imgs, labels=labels)
     spill = tmp_path / "spill"

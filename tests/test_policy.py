@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from frozenaug.builder.augment import policy as P  # noqa: E402
+from frozenaug.common import seeds as S  # noqa: E402
 from frozenaug.common.errors import InputError  # noqa: E402
 from frozenaug.imaging.mixing import MixConfig  # noqa: E402
 
@@ -33,7 +34,7 @@ def test_save_load_round_trip(tmp_path, images, name, suffix):
     P.save_policy(pol, path)
     back = P.load_policy(str(path))
     assert back.to_dict() == pol.to_dict() and back.hash == pol.hash and back.name == name
-    seeds = [P.sample_seed(1, 0, i) for i in range(len(images))]
+    seeds = [S.sample_seed(1, 0, i) for i in range(len(images))]
     a = P.Augmenter(pol).augment_batch(images, seeds)
     b = P.Augmenter(back).augment_batch(images, seeds)
     assert np.array_equal(a, b)
@@ -62,7 +63,7 @@ def test_presets_differ_and_behave(images):
 
 def test_determinism_across_histories(images):
     pol = P.preset("heavy")
-    seed = P.sample_seed(3, 1, 5)
+    seed = S.sample_seed(3, 1, 5)
     fresh = P.Augmenter(pol).augment(images[0], seed)
     busy = P.Augmenter(pol)
     for i in range(1, len(images)):
@@ -79,7 +80,7 @@ def test_same_hash_and_output_in_another_process(images):
     pol = P.preset("heavy")
     out = P.Augmenter(pol).augment(images[0], 42)
     code = (
-        "import sys, hashlib, numpy as np; from builder import policy as P;"
+        "import sys, hashlib, numpy as np; from frozenaug.builder.augment import policy as P;"
         "img = np.frombuffer(sys.stdin.buffer.read(), np.uint8).reshape(32, 32, 3);"
         "p = P.load_policy('heavy');"
         "print(p.hash, hashlib.sha256(P.Augmenter(p).augment(img, 42).tobytes()).hexdigest())"
@@ -93,12 +94,12 @@ def test_same_hash_and_output_in_another_process(images):
 
 
 def test_sample_and_batch_seeds():
-    seeds = {P.sample_seed(0, e, i) for e in range(3) for i in range(100)}
+    seeds = {S.sample_seed(0, e, i) for e in range(3) for i in range(100)}
     assert len(seeds) == 300 and all(0 <= s < 2**63 for s in seeds)
-    assert P.sample_seed(0, 1, 2) == P.sample_seed(0, 1, 2) != P.sample_seed(1, 1, 2)
-    assert P.batch_seed(0, 1, 2) != P.sample_seed(0, 1, 2)
+    assert S.sample_seed(0, 1, 2) == S.sample_seed(0, 1, 2) != S.sample_seed(1, 1, 2)
+    assert S.batch_seed(0, 1, 2) != S.sample_seed(0, 1, 2)
     with pytest.raises(ValueError):
-        P.sample_seed(2**64, 0, 0)
+        S.sample_seed(2**64, 0, 0)
 
 
 def test_mix_stage(images):
