@@ -109,7 +109,6 @@ class BuildConfig:
 
 
 OPTIONS: dict[str, Option] = {o.name: o for o in options_of(BuildConfig)}
-ALLOWED_KEYS = tuple(OPTIONS)
 # What the subcommands that share the build's options take.
 SCAN_OPTIONS = tuple(OPTIONS[n] for n in ("input", "out", "size", "classes", "strict",
                                           "medmnist_split", "jobs", "threshold", "outlier_min"))

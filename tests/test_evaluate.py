@@ -18,9 +18,9 @@ from frozenaug.trainer.assess.evaluate import (
     load_inputs,
     load_run,
     metrics_from_confusion,
-    predict_proba,
     score,
 )
+from frozenaug.trainer.assess.tta import predict_proba
 from frozenaug.trainer.config import FitConfig
 from frozenaug.trainer.train.fit import fit
 

@@ -62,7 +62,7 @@ def test_unknown_model_lists_allowed_names():
 
 def test_model_names_match_the_builders():
     # MODEL_NAMES lives in trainer.config (no keras import, for --help); models builds them.
-    assert set(models.SCRATCH_MODELS) | set(models.APPLICATIONS) == set(models.MODEL_NAMES)
+    assert set(models.SCRATCH_MODEL_NAMES) | set(models.APPLICATIONS) == set(models.MODEL_NAMES)
 
 
 def _weights_by_path(model: keras.Model) -> dict[str, np.ndarray]:

@@ -33,7 +33,6 @@ from frozenaug.builder.clean.scan import (
 )
 from frozenaug.builder.clean.split import (
     DEFAULT_FRACTIONS,
-    SPLIT_NAMES,
     check_fractions,
     parse_fractions,
 )
@@ -42,6 +41,7 @@ from frozenaug.common.atomic import atomic_path, write_json, write_together
 from frozenaug.common.errors import InputError
 from frozenaug.data.imagefile import CHUNK_BYTES, drop_pages
 from frozenaug.data.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
+from frozenaug.format.schema import SPLITS
 
 CLEAN_OUTPUTS = ("scan.json", "scan.png", "split.json", "cleaned.npz")
 
@@ -144,7 +144,7 @@ def clean_dataset(
                          "classes or outliers); nothing is left to split (--no-clean keeps all)")
     if medmnist_split:
         official = np.asarray(ds.official_split)
-        splits = {s: kept[official[kept] == s] for s in SPLIT_NAMES}
+        splits = {s: kept[official[kept] == s] for s in SPLITS}
     else:
         local = _split_indices(ds.labels[kept], groups[kept], fractions, seed)
         splits = {s: kept[rows] for s, rows in local.items()}
@@ -158,9 +158,9 @@ def clean_dataset(
 def write_cleaned(path: Path, ds: Dataset, splits: dict[str, np.ndarray]) -> None:
     """The kept rows in input order, loadable again as an AN2DL-style npz. The images are
     streamed into the archive a chunk of rows at a time (never all in memory at once)."""
-    rows = np.sort(np.concatenate([splits[s] for s in SPLIT_NAMES]))
+    rows = np.sort(np.concatenate([splits[s] for s in SPLITS]))
     split_of = np.empty(len(ds.labels), dtype="<U5")
-    for s in SPLIT_NAMES:
+    for s in SPLITS:
         split_of[splits[s]] = s
     step = max(1, CHUNK_BYTES // max(1, ds.images[:1].nbytes))
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED,
@@ -262,7 +262,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         raise
     if result.scan is not None:
         _print_scan(result.scan)
-    sizes = ", ".join(f"{s} {len(result.splits[s])}" for s in SPLIT_NAMES)
+    sizes = ", ".join(f"{s} {len(result.splits[s])}" for s in SPLITS)
     print(f"split ({'official' if medmnist else 'seed ' + str(_arg(args, 'seed', 0))}): {sizes}")
     print(f"wrote {out}/scan.json, scan.png, split.json, cleaned.npz", file=sys.stderr)
     return 0

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from frozenaug.common.errors import InputError
+from frozenaug.format.schema import SPLITS
 
-SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.64, 0.16, 0.2)
 
 
@@ -100,4 +100,4 @@ def split_indices(
         assign[gs] = np.searchsorted(bounds, mid, side="right")
     row_split = assign[dense] if len(dense) else np.zeros(0, np.int64)
     return {name: np.flatnonzero(row_split == k).astype(np.int64)
-            for k, name in enumerate(SPLIT_NAMES)}
+            for k, name in enumerate(SPLITS)}

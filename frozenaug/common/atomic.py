@@ -49,7 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if e.errno in _FS_FULL_OR_READONLY:
             raise _fs_error(path, e) from None
         raise
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs follow the umask
     os.close(fd)
     tmp = Path(name)
     try:
@@ -88,7 +88,7 @@ def write_together(files: dict[Path, bytes]) -> None:
             fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
             tmps.append((Path(name), path))
             with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -105,7 +105,8 @@ def write_together(files: dict[Path, bytes]) -> None:
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frozenaug.common.atomic import TMP_PREFIX, atomic_path
+from frozenaug.common.atomic import TMP_PREFIX, atomic_path, current_umask
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
 
@@ -110,7 +110,7 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 def _unnamed_file(folder: Path) -> tuple[int, bool]:
     """(fd, linkable): an O_TMPFILE file in ``folder``, or a temporary unlinked at once."""
-    mode = 0o666 & ~_umask()
+    mode = 0o666 & ~current_umask()
     if hasattr(os, "O_TMPFILE"):
         try:
             return os.open(folder, os.O_TMPFILE | os.O_RDWR, mode), True
@@ -121,12 +121,6 @@ def _unnamed_file(folder: Path) -> tuple[int, bool]:
     os.unlink(name)
     os.fchmod(fd, mode)
     return fd, False
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class ImageFile:

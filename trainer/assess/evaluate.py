@@ -147,7 +147,6 @@ def _check_names(where: Any, got: list[str], want: list[str]) -> None:
         raise InputError(f"{where}: class names {got} differ from the run's {want}")
 
 
-predict_proba = tta_module.predict_proba  # kept here for callers of the old home
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -245,8 +244,8 @@ def robustness(run: Run, inputs: Inputs, severities: int | Sequence[int], seed: 
     table: dict[str, dict[str, dict[str, float]]] = {}
     jobs = [(f, s) for f in families for s in levels]
     for family, sev in tqdm(jobs, desc="distortions", file=sys.stderr, disable=None):
-        proba = predict_proba(run.model, distort(inputs.images, family, sev, seed), batch_size,
-                              tta, adapt_bn)
+        proba = tta_module.predict_proba(run.model, distort(inputs.images, family, sev, seed),
+                                         batch_size, tta, adapt_bn)
         m = score(inputs.labels, proba, run.class_names)
         table.setdefault(family, {})[str(sev)] = {"accuracy": m["accuracy"],
                                                   "macro_f1": m["macro_f1"]}

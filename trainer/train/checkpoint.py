@@ -59,15 +59,11 @@ class RunState:
         self.checkpoint, self.early_stopping, self.reduce_lr, self.stopped = None, None, None, False
 
 
-def new_state() -> RunState:
-    return RunState()
-
-
 def load_state(run: Path) -> RunState:
     """``RUN/state.json`` of an interrupted run, or a fresh state when there is none."""
     path = run / STATE_NAME
     if not path.is_file():
-        return new_state()
+        return RunState()
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or data.get("phase") not in ("coarse", "fine", "done"):

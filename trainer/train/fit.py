@@ -212,7 +212,7 @@ def fit(
     run = Path(out)
     # Every worker checks the shared run folder: the chief writes only once all have joined.
     check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
-    state = ckpt.new_state() if overwrite else ckpt.load_state(run)
+    state = ckpt.RunState() if overwrite else ckpt.load_state(run)
     if state.phase == "done":
         print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
         return {"epochs": len(state.history), "history": state.history, "resumed": True}

@@ -71,7 +71,6 @@ SMALL_RESNETS: dict[str, tuple[tuple[int, int], tuple[int, ...], tuple[int, ...]
     "small_resnet_wide": ((32, 64), (64, 128, 256, 512), (1, 1, 1, 1)),
 }
 # Models that never load ImageNet weights: they are built for training from scratch.
-SCRATCH_MODELS = SCRATCH_MODEL_NAMES
 
 
 @keras.saving.register_keras_serializable("frozenaug")
@@ -193,12 +192,12 @@ def build_model(
     check_model_name(name)
     if pretrained is None:
         pretrained = weights != "none"
-    if weights == "imagenet" and name in SCRATCH_MODELS:
+    if weights == "imagenet" and name in SCRATCH_MODEL_NAMES:
         raise InputError(f"--weights imagenet: {name} has no ImageNet weights (it is built for "
                          "training from scratch); use --weights none or a weights file")
-    if input_norm != "none" and name not in SCRATCH_MODELS:
+    if input_norm != "none" and name not in SCRATCH_MODEL_NAMES:
         raise InputError(f"--input-norm {input_norm}: only for the from-scratch models "
-                         f"({', '.join(SCRATCH_MODELS)}); {name} has its own preprocessing")
+                         f"({', '.join(SCRATCH_MODEL_NAMES)}); {name} has its own preprocessing")
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     # Rescaling(1) is a cast to the compute dtype that serialises without custom objects.
     x = keras.layers.Rescaling(1.0, name="to_float")(inputs)
