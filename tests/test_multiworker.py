@@ -257,3 +257,72 @@ def test_two_workers_train_as_one_and_resume(tmp_path):
     for key in ("loss", "val_loss", "val_ce", "val_accuracy"):
         np.testing.assert_allclose([float(r[key]) for r in two], [float(r[key]) for r in ref],
                                    rtol=1e-4, err_msg=key)
+
+
+# --- the Keras adaptation (keras-team/keras#20585) --------------------------------------------
+
+_UPSTREAM = r"""
+import sys
+import numpy as np, tensorflow as tf, keras
+from frozenaug.trainer.train import keras_fixes
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+with strategy.scope():
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    m.compile("sgd", "categorical_crossentropy")
+def make(ctx):
+    return tf.data.Dataset.from_tensor_slices((np.ones((32, 4), "float32"),
+                                               np.eye(2, dtype="float32")[np.arange(32) % 2])
+                                              ).batch(8)
+ds = strategy.distribute_datasets_from_function(make)
+try:
+    if sys.argv[1] == "fixed":
+        with keras_fixes.multiworker_fixes():
+            m.fit(ds, epochs=1, verbose=0, steps_per_epoch=4)
+    else:
+        m.fit(ds, epochs=1, verbose=0, steps_per_epoch=4)
+    print("FIT OK", keras.__version__)
+except Exception as e:
+    print("FIT FAILED", type(e).__name__, keras.__version__)
+"""
+
+
+def _two_workers(mode: str, cwd: Path) -> list[str]:
+    ports = free_ports(2)
+    procs = [subprocess.Popen([sys.executable, "-c", _UPSTREAM, mode], cwd=cwd, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "TF_CONFIG": tf_config(ports, i),
+                                   "TF_CPP_MIN_LOG_LEVEL": "3"}) for i in range(2)]
+    out = []
+    for p in procs:
+        try:
+            text, _ = p.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            text = "TIMED OUT"
+        out.append((text.strip().splitlines() or ["NO OUTPUT"])[-1])
+    return out
+
+
+@pytest.mark.slow
+def test_keras_still_needs_the_multiworker_fixes(tmp_path: Path) -> None:
+    """Two workers of MultiWorkerMirroredStrategy: plain Keras fails their fit, the adapted
+    one trains. When plain Keras trains too, upstream has fixed keras-team/keras#20585 and
+    trainer/train/keras_fixes.py can go."""
+    fixed = _two_workers("fixed", tmp_path)
+    assert all(line.startswith("FIT OK") for line in fixed), fixed
+    plain = _two_workers("plain", tmp_path)
+    assert not all(line.startswith("FIT OK") for line in plain), (
+        f"Keras trains under MultiWorkerMirroredStrategy without the adaptation ({plain}): "
+        "keras-team/keras#20585 is fixed upstream; remove trainer/train/keras_fixes.py")
+    assert any(line.startswith("FIT FAILED ValueError") for line in plain), plain
+
+
+def test_another_keras_is_refused_for_multiworker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from frozenaug.trainer.train import keras_fixes
+
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    with pytest.raises(InputError, match=r"Keras 3\.99\.0 is not a release.*keras>=3\.15,<3\.16"
+                       ), keras_fixes.multiworker_fixes():
+        pass

@@ -45,6 +45,7 @@ trainer/multiworker.py.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -65,7 +66,7 @@ from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME
 from frozenaug.trainer.read.readmix import fresh_mix
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
-from frozenaug.trainer.train import models
+from frozenaug.trainer.train import keras_fixes, models
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.bnstats import batchnorm_layers, recompute_bn_statistics
 from frozenaug.trainer.train.replicas import distributed_batches, sync_batchnorm
@@ -218,10 +219,11 @@ def fit(
         return {"epochs": len(state.history), "history": state.history, "resumed": True}
     kwargs = {"resume": resume, "verbose": verbose, "extra_callbacks": extra_callbacks,
               "eager": eager}
-    if cluster is None or cluster.chief:
-        return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
-    with mw.private_run_dir(run, copy=not overwrite) as private:
-        return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
+    with keras_fixes.multiworker_fixes() if cluster else contextlib.nullcontext():
+        if cluster is None or cluster.chief:
+            return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
+        with mw.private_run_dir(run, copy=not overwrite) as private:
+            return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
 
 
 def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Cluster | None,

@@ -29,14 +29,8 @@ when they differ (e.g. a worker that does not see the shared run directory). A w
 dies makes the others fail in their next collective: fit says so in one line (exit 2), and
 every worker is restarted with ``--resume``.
 
-Keras 3.15 with the TensorFlow backend fails ``fit`` under this strategy in two places
-(keras-team/keras#20585): the symbolic build reduces the first input batch (a tuple) with
-``strategy.reduce``, which MultiWorkerMirroredStrategy does not accept for a structure, and
-each step reduces the scalar logs with ``axis=0``. ``install_keras_fixes``
-replaces both for this strategy only: the build takes the first local replica's batch (only its
-shapes matter), and the per-step logs are averaged over the local replicas (the progress bar's
-running values); the epoch's logs, which the history, EarlyStopping and the checkpoints use,
-are the all-reduced metric results as before.
+Keras 3.15 cannot run ``fit`` under this strategy as shipped (keras-team/keras#20585):
+``keras_fixes.multiworker_fixes`` adapts it while a multi-worker fit runs.
 """
 
 from __future__ import annotations
@@ -144,7 +138,6 @@ def make_strategy() -> tf.distribute.Strategy:
     waits for the others), so nothing before it can race with the chief's writes."""
     import tensorflow as tf
 
-    install_keras_fixes()
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -272,55 +265,3 @@ def private_run_dir(run: Path, copy: bool) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-# --- Keras 3.15 under MultiWorkerMirroredStrategy --------------------------------------------
-
-_installed = False
-
-
-def install_keras_fixes() -> None:
-    """Replace the two steps of Keras' TensorFlow trainer that fail under
-    MultiWorkerMirroredStrategy (see the module docstring); other strategies are untouched."""
-    global _installed
-    if _installed:
-        return
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    cls = getattr(tf_trainer, "TensorFlowTrainer", None)
-    reduce_fn = getattr(tf_trainer, "reduce_per_replica", None)
-    if cls is None or reduce_fn is None or not hasattr(cls, "_maybe_symbolic_build"):
-        raise RuntimeError("--strategy multiworker: this Keras version's TensorFlow trainer "
-                           "lacks the functions trainer/multiworker.py adapts (Keras 3.15)")
-    build = cls._maybe_symbolic_build
-
-    def first_local(v: Any, strategy: Any) -> Any:
-        if isinstance(v, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(v)[0]
-        return v
-
-    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> Any:
-        strategy = self._distribute_strategy
-        if iterator is not None and is_multiworker(strategy):
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tf.nest.map_structure(lambda v: first_local(v, strategy), batch)
-                break
-            iterator = None
-        return build(self, iterator=iterator, data_batch=data_batch)
-
-    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
-        if reduction in ("auto", "mean") and is_multiworker(strategy):
-            def mean(v: Any) -> Any:
-                if isinstance(v, tf.distribute.DistributedValues):
-                    return tf.reduce_mean(tf.stack(strategy.experimental_local_results(v)),
-                                          axis=0)
-                return v
-
-            return tf.nest.map_structure(mean, values)
-        return reduce_fn(values, strategy, reduction)
-
-    cls._maybe_symbolic_build = maybe_symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    _installed = True
