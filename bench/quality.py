@@ -1,7 +1,7 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
-                            [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr 2e-4]
+                            [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
                             [--variants tta,adapt-bn,tta+adapt-bn] [--out out/quality]
 
 Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finish", type=int, default=3,
                     help="epochs of the light finishing phase (fit --fine-build) of the main, "
                          "base and lofo rows; 0: none")
-    ap.add_argument("--fine-lr", type=float, default=2e-4, help="its peak learning rate")
+    ap.add_argument("--fine-lr", default="auto",
+                    help="its peak learning rate (fit's auto: 2e-4 from scratch)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="what the main and lofo rows are scored with besides plain: "
                          f"{', '.join(VARIANTS)} (comma-separated; '' for none)")
