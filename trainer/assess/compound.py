@@ -113,10 +113,10 @@ def format_compound(c: dict[str, Any]) -> str:
     lines = [f"compound: {c['families_per_image'][0]}-{c['families_per_image'][1]} families "
              f"per image at severity {c['severities'][0]}-{c['severities'][1]}, seed "
              f"{c['seed']} (* held out of every training preset)",
-             f"{'compound':<14}{c['accuracy']:>8.3f}   macro F1 {c['macro_f1']:.3f}   "
+             f"{'compound':<12}{c['accuracy']:>8.3f}   macro F1 {c['macro_f1']:.3f}   "
              f"({c['samples']} images)",
-             f"{'images with':<14}{'accuracy':>9}{'images':>8}"]
-    lines += [f"  {label(f):<12}{v['accuracy']:>9.3f}{v['images']:>8}"
+             f"{'images with':<15}{'accuracy':>9}{'images':>8}"]
+    lines += [f"  {label(f):<13}{v['accuracy']:>9.3f}{v['images']:>8}"
               for f, v in c["with"].items()]
     lines.append("by families: " + "  ".join(f"{k}: {v['accuracy']:.3f} ({v['images']})"
                                             for k, v in c["by_count"].items()))
