@@ -1,7 +1,7 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
-                            [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr 2e-4]
+                            [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
                             [--variants tta,adapt-bn,tta+adapt-bn] [--out out/quality]
 
 Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
@@ -10,11 +10,16 @@ scores every run on the build's own held-out test split, which no run sees in tr
 model selection (EarlyStopping watches the val split):
 
 * ``clean``: accuracy and macro-F1 on the test split as it is;
+* ``compound``: the headline. Accuracy under the compound suite of trainer/assess/compound.py
+  (every test image its own composition of 2-5 families at severity 3-5, seed 0, two of the
+  eight families held out of every training preset); ``compound F1`` its macro-F1;
 * ``dist``: mean accuracy under the six distortion families of trainer/distort.py at
   severities 1..5, ``strong``: the same at severities 3..5 only;
 * ``lofo`` rows: leave-one-family-out. The build's policy lacks family F
-  (``--drop-family F``); the run is scored on distortions of family F only, at severities 1..5:
-  how the tool copes with damage of a kind nobody anticipated.
+  (``--drop-family F``); the run is scored on distortions of family F only, at severities 1..5,
+  and under composition: on the compound suite's images whose composition includes F (the
+  same images and draws for every row, so the main row, trained on F, scores them too): how
+  the tool copes with damage of a kind nobody anticipated, alone and among other damage.
 
 Rows (each a build + fit; rows already done in ``--out`` are skipped, so an interrupted run
 resumes). The main, base and lofo rows end with a finishing phase of ``--finish`` epochs on a
@@ -48,6 +53,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from frozenaug.trainer.assess.heldout import HELD_OUT
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -132,13 +139,17 @@ def score_run(run_dir: Path, build: Path, family: str | None,
         severities = SEVERITIES if key == "plain" or family else STRONG
         rob = robustness(run, inputs, severities, 0, 256, tta, adapt,
                          families=[family] if family else FAMILIES)
+        c = rob["compound"]  # the whole suite for every row: "with F" is a lofo row's score
         res = {"clean": m["accuracy"], "macro_f1": m["macro_f1"],
                "dist": {f"{fam}/{s}": v["accuracy"] for fam, row in rob["results"].items()
                         for s, v in row.items()},
+               "compound": c["accuracy"], "compound_f1": c["macro_f1"],
+               "compound_with": {f: v["accuracy"] for f, v in c["with"].items()},
                "eval_s": time.perf_counter() - t}
         out[key] = res
         print(f"  {key}: clean {res['clean']:.4f}, dist mean "
-              f"{np.mean(list(res['dist'].values())):.4f} ({res['eval_s']:.0f} s)", flush=True)
+              f"{np.mean(list(res['dist'].values())):.4f}, compound {res['compound']:.4f} "
+              f"({res['eval_s']:.0f} s)", flush=True)
     return out
 
 
@@ -185,11 +196,19 @@ def save(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
 def table(results: dict[str, dict]) -> str:
-    head = ("| row | epochs | build s | fit s | s/epoch | clean | macro-F1 | dist 1-5 | "
-            "strong 3-5 | held-out family 1-5 |\n|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| row | epochs | build s | fit s | s/epoch | clean | macro-F1 | compound | "
+            "compound F1 | dist 1-5 | strong 3-5 | held-out family 1-5 | held-out family in "
+            "compound |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     held_out: dict[str, list[float]] = {}  # variant -> each held-out family's mean
+    # variant -> (held-out family, its lofo row's compound-with-F accuracy)
+    held_in_compound: dict[str, list[tuple[str, float]]] = {}
+    main = next((r["scores"] for r in results.values() if r["group"] == "main"), {})
     for name, r in results.items():
         for key, s in r["scores"].items():
             d = s["dist"]
@@ -198,17 +217,35 @@ def table(results: dict[str, dict]) -> str:
             strong = [v for k, v in d.items() if int(k.split("/")[1]) in STRONG]
             label = name if key == "plain" else f"{name} {key.removeprefix('plain')}"
             every = len(d) == len(SEVERITIES) * (1 if fam else len(FAMILIES))
+            with_f = s.get("compound_with", {}).get(fam) if fam else None
             if fam:
                 held_out.setdefault(key, []).append(float(np.mean(vals)))
+                if with_f is not None:
+                    held_in_compound.setdefault(key, []).append((fam, with_f))
             lines.append(
                 f"| {label} | {r['epochs']} | {r['build_s']:.0f} | {r['fit_s']:.0f} | "
                 f"{r['epoch_s']:.1f} | "
                 f"{s['clean']:.4f} | {s['macro_f1']:.4f} | "
+                f"{_num(s.get('compound'))} | {_num(s.get('compound_f1'))} | "
                 f"{f'{np.mean(vals):.4f}' if every and not fam else ''} | "
                 f"{'' if fam else f'{np.mean(strong):.4f}'} | "
-                f"{f'{fam}: {np.mean(vals):.4f}' if fam else ''} |")
+                f"{f'{fam}: {np.mean(vals):.4f}' if fam else ''} | "
+                f"{f'{fam}: {with_f:.4f}' if with_f is not None else ''} |")
     lines += [f"\nleave-one-family-out mean ({key}, {len(v)} families): {np.mean(v):.4f}"
               for key, v in held_out.items()]
+    for key, pairs in held_in_compound.items():  # against the main row on the same images
+        trained = [main[key]["compound_with"][f] for f, _ in pairs
+                   if "compound_with" in main.get(key, {})]
+        versus = (f"; the main row, trained on them, on the same images: {np.mean(trained):.4f}"
+                  if len(trained) == len(pairs) else "")
+        lines.append(f"leave-one-family-out under composition ({key}, {len(pairs)} families, "
+                     f"compound images that include the family): "
+                     f"{np.mean([v for _, v in pairs]):.4f}{versus}")
+    for key, s in main.items():  # families no training preset has, always held out
+        if "compound_with" in s:
+            lines.append(f"main row ({key}), compound images that include a family no preset "
+                         "has: " + ", ".join(f"{f}* {s['compound_with'][f]:.4f}"
+                                             for f in HELD_OUT if f in s["compound_with"]))
     return "\n".join(lines)
 
 
@@ -223,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finish", type=int, default=3,
                     help="epochs of the light finishing phase (fit --fine-build) of the main, "
                          "base and lofo rows; 0: none")
-    ap.add_argument("--fine-lr", type=float, default=2e-4, help="its peak learning rate")
+    ap.add_argument("--fine-lr", default="auto",
+                    help="its peak learning rate (fit's auto: 2e-4 from scratch)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="what the main and lofo rows are scored with besides plain: "
                          f"{', '.join(VARIANTS)} (comma-separated; '' for none)")

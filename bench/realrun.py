@@ -84,6 +84,9 @@ def main() -> int:
         for family, by_severity in sorted(rob["results"].items()):
             accs = "  ".join(f"{by_severity[str(s)]['accuracy']:.3f}" for s in rob["severities"])
             print(f"  {family:10s} {accs}")
+        if "compound" in rob:  # the headline: 2-5 families per image
+            print(f"test accuracy (compound)   {rob['compound']['accuracy']:.4f}  macro F1 "
+                  f"{rob['compound']['macro_f1']:.4f}")
     return 0
 
 

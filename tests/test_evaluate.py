@@ -10,6 +10,7 @@ import pytest
 from build_factory import make_build
 
 from frozenaug.common.errors import InputError
+from frozenaug.trainer.assess.compound import compound
 from frozenaug.trainer.assess.distort import FAMILIES, distort
 from frozenaug.trainer.assess.evaluate import (
     confusion_matrix,
@@ -95,6 +96,24 @@ def test_evaluate_build_dir_with_distortions(run, tmp_path):
             assert row[str(sev)]["accuracy"] == pytest.approx(want), (family, sev)
     table = format_robustness(m["accuracy"], rob)
     assert "geometric" in table and "sev 2" in table
+
+    # The compound suite: every test image its own 2-5 families, scored as a whole.
+    c = rob["compound"]
+    assert c["held_out"] == ["illumination", "optics"] and set(c["held_out"]) <= set(c["families"])
+    assert c["families_per_image"] == [2, 5] and c["severities"] == [3, 5] and c["seed"] == 0
+    images, recipes = compound(inputs.images, 0)
+    proba = predict_proba(r.model, images, 4)
+    want = score(inputs.labels, proba, r.class_names)
+    assert (c["accuracy"], c["macro_f1"], c["samples"]) == (
+        pytest.approx(want["accuracy"]), pytest.approx(want["macro_f1"]), 9)
+    for family, part in c["with"].items():
+        assert part["images"] == sum(family in x.families for x in recipes), family
+    assert sum(v["images"] for v in c["by_count"].values()) == 9
+    assert "compound" in table and "illumination*" in table and "optics*" in table
+    # another batch size, the same draw and the same answer
+    other = evaluate(run, None, tmp_path / "ev8", distort_=True, severities=1, batch_size=8)
+    assert other["robustness"]["compound"]["accuracy"] == pytest.approx(c["accuracy"])
+    assert other["robustness"]["compound"]["with"] == c["with"]
     val = evaluate(run, str(run.parent / "b"), tmp_path / "val", split="val")
     assert val["samples"] == 6
 

@@ -16,7 +16,13 @@ from build_factory import make_build
 from frozenaug import format as fmt
 from frozenaug.common.errors import InputError
 from frozenaug.trainer.cli import main as train_main
-from frozenaug.trainer.config import FitConfig, config_differences, read_config_file, resolve_config
+from frozenaug.trainer.config import (
+    FitConfig,
+    config_differences,
+    load_run_config,
+    read_config_file,
+    resolve_config,
+)
 from frozenaug.trainer.train.fit import class_weights, fit
 
 
@@ -65,7 +71,10 @@ def test_fit_writes_run_and_resume_matches_uninterrupted(build, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     # warm-up then cosine decay to lr/100 in the first phase; the fine phase decays from fine_lr
     assert float(rows[1]["learning_rate"]) == pytest.approx(cfg.lr / 100, rel=1e-3)
-    assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.fine_lr / 100, rel=1e-3)
+    # fine_lr auto from scratch: the finishing phase's 2e-4, recorded in run.json
+    assert cfg.fine_lr == "auto" and cfg.fine_lr_value == 2e-4
+    assert float(rows[2]["learning_rate"]) == pytest.approx(2e-4 / 100, rel=1e-3)
+    assert json.loads((run / "run.json").read_text())["fine_lr"] == 2e-4
     # val_ce: the plain cross-entropy EarlyStopping watches, comparable across phases
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "val_ce"} <= set(rows[0])
     assert json.loads((run / "state.json").read_text())["phase"] == "done"
@@ -188,6 +197,41 @@ def test_config_layers_and_rejections(tmp_path):
                        ({"warmup_epochs": float("nan")}, "warmup_epochs")):
         with pytest.raises(InputError, match=key):
             resolve_config(flags)
+
+
+def test_fine_lr_auto_resolves_for_scratch_and_pretrained(tmp_path):
+    assert FitConfig().fine_lr == "auto" and FitConfig().fine_lr_value == 2e-4
+    for weights in ("imagenet", "backbone.weights.h5", "run/model.keras"):
+        assert FitConfig(weights=weights, model="convnext_tiny").fine_lr_value == 1e-5
+    assert FitConfig(fine_lr=3e-4, weights="imagenet", model="convnext_tiny").fine_lr_value == 3e-4
+    # a flag arrives as text, a file as a number or "auto"; both as given
+    assert resolve_config({"fine_lr": "auto"}).fine_lr == "auto"
+    assert resolve_config({"fine_lr": "5e-5"}).fine_lr == 5e-5
+    f = tmp_path / "c.yaml"
+    f.write_text("fine-lr: 1.0e-4\n")
+    assert resolve_config({}, str(f)).fine_lr_value == 1e-4
+    f.write_text("fine_lr: auto\nweights: imagenet\nmodel: convnext_tiny\n")
+    assert resolve_config({}, str(f)).fine_lr_value == 1e-5
+    for bad in ("0", "-1e-4", "nan", "inf", "fast", True, 0.0):
+        with pytest.raises(InputError, match="fine.lr: must be auto or a positive number"):
+            resolve_config({"fine_lr": bad})
+    # a run stored before auto existed kept its number: resuming it trains at that number
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**FitConfig().to_dict(), "fine_lr": 1e-5}))
+    assert load_run_config(run).fine_lr_value == 1e-5
+
+
+def test_fine_lr_auto_fine_tunes_pretrained_weights_at_1e_5(build, tmp_path):
+    fit(_cfg(build, epochs_fine=0, epochs_coarse=1), tmp_path / "scratch", verbose=0, eager=True)
+    cfg = _cfg(build, weights=str(tmp_path / "scratch" / "model.keras"), epochs_coarse=1,
+               epochs_fine=1)
+    fit(cfg, tmp_path / "tuned", verbose=0, eager=True)
+    rows = _history(tmp_path / "tuned")
+    assert [r["phase"] for r in rows] == ["coarse", "fine"]
+    assert float(rows[1]["learning_rate"]) == pytest.approx(1e-5 / 100, rel=1e-3)
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["fine_lr"] == 1e-5
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["fine_lr"] == "auto"
 
 
 def _tree(root):

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="split of a build directory (default test)")
     p.add_argument("--distort", action="store_true",
-                   help="add a robustness table under strong distortions")
+                   help="add robustness tables: each distortion family alone at severities "
+                        "1..--severities, and the headline, compound distortions (2-5 "
+                        "families per image at severity 3-5, two of them held out of training)")
     p.add_argument("--severities", type=int, default=3, help="distortion severities 1..N (<=5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions")
     _batch_size(p)

@@ -11,6 +11,7 @@ same run directory compares against it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,26 @@ def _units(v: Any) -> list[int]:
     return [int(u) for u in items]
 
 
+# What fine_lr "auto" gives (README, "Models"): a from-scratch finishing phase continues the
+# net at ~lr/10 (2e-4 measured best after the default lr 2e-3); fine-tuning a pretrained
+# backbone, the transfer recipe's 1e-5 (larger steps wreck the pretrained features).
+FINE_LR_SCRATCH = 2e-4
+FINE_LR_PRETRAINED = 1e-5
+
+
+def _lr_or_auto(v: Any) -> float | str:
+    """"auto", or a positive finite learning rate (a flag's text or a file's number)."""
+    if v == "auto":
+        return "auto"
+    try:
+        lr = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else None
+    except ValueError:
+        lr = None
+    if lr is None or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"must be auto or a positive number, got {v!r}")
+    return lr
+
+
 _ZERO_ONE = {"lo": 0, "hi": 1, "hi_open": True}  # [0, 1)
 _POSITIVE = {"lo": 0, "lo_open": True}
 _SEED_MAX = 2**32 - 1  # TensorFlow's and Keras' seed range
@@ -59,8 +80,9 @@ class FitConfig:
 
     The defaults train ``small_resnet`` from scratch in one phase (a CPU or an air-gapped
     server needs no download). The original project's transfer recipe is
-    ``model=convnext_tiny, weights=imagenet, epochs_coarse=10, epochs_fine=20, lr=1e-3,
-    fine_lr=1e-5`` (README, "Models"). Fields without a flag are config-file keys only.
+    ``model=convnext_tiny, weights=imagenet, epochs_coarse=10, epochs_fine=20, lr=1e-3``, with
+    ``fine_lr`` auto giving its 1e-5 (README, "Models"). Fields without a flag are config-file
+    keys only.
     """
 
     build_dir: str = option("", "build directory (frozenaug-build output)", flag=None,
@@ -83,8 +105,10 @@ class FitConfig:
                              "to finish a heavy run (README, Models)", empty_ok=True)
     batch_size: int = option(64, "images per batch, per replica", lo=1, hi=65536)
     lr: float = option(2e-3, "coarse-phase (peak) learning rate", **_POSITIVE)
-    fine_lr: float = option(1e-5, "fine-phase (peak) learning rate; 1e-5 fine-tunes a pretrained "
-                            "backbone, a from-scratch finishing phase wants ~2e-4", **_POSITIVE)
+    fine_lr: float | str = option(
+        "auto", "fine-phase (peak) learning rate; auto: 2e-4 from scratch (a finishing phase), "
+        "1e-5 with pretrained --weights (fine-tuning the backbone); run.json records the value "
+        "used", parse=_lr_or_auto)
     optimizer: str = option("adamw", "adamw (decoupled weight decay) or adam", choices=OPTIMIZERS)
     weight_decay: float = option(0.05, "AdamW weight decay", **_ZERO_ONE)
     schedule: str = option("cosine", "cosine: linear warm-up then cosine decay to lr / 100; "
@@ -135,6 +159,14 @@ class FitConfig:
         if self.input_norm == "auto":
             return "image" if self.model in AUTO_INPUT_NORM_MODELS else "none"
         return self.input_norm
+
+    @property
+    def fine_lr_value(self) -> float:
+        """fine_lr with "auto" resolved: 1e-5 when fine-tuning pretrained weights (any
+        ``weights`` but none), else 2e-4."""
+        if self.fine_lr == "auto":
+            return FINE_LR_PRETRAINED if self.weights != "none" else FINE_LR_SCRATCH
+        return float(self.fine_lr)
 
     def validate(self, where: str = "config") -> FitConfig:
         """Every field checked by its option (a FitConfig made in code is checked too), and

@@ -5,6 +5,8 @@ independent of any policy (a hidden "distorted test set" is the original project
 The six families are the kinds of damage real microscopes, scanners and pipelines do; their
 names are shared with the builder's augmentation families (``augment.families.FAMILY_NAMES``), so
 "train without family F, test on F" (leave-one-family-out) means the same F on both sides.
+One family at a time is the easy test; compound.py composes them (with heldout.py's families)
+per image, the robustness headline.
 
 Each family is a function ``(images, severity, rng) -> images`` over uint8 ``(N, H, W, 3)``
 batches, built on OpenCV and numpy. Every random draw (which kind of distortion an image gets,

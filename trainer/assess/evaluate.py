@@ -1,5 +1,6 @@
 """``frozenaug-train evaluate``: accuracy, macro F1, per-class metrics, confusion matrix, and
-optionally a robustness table under strong distortions (trainer/distort.py).
+optionally a robustness table: one distortion family at a time (trainer/assess/distort.py) and
+the headline, compound distortions of 2-5 families per image (trainer/assess/compound.py).
 
 Also home of what evaluate and predict share: opening a run directory (``load_run``) and
 reading an input (a build directory's split, an .npz, or a class folder) at the run's size.
@@ -23,6 +24,7 @@ from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
 from frozenaug.common.text import drawable
 from frozenaug.data.intake import check_class_names
+from frozenaug.trainer.assess import compound as compound_module
 from frozenaug.trainer.assess import tta as tta_module
 from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort
 from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME, FitConfig, load_run_config
@@ -234,10 +236,11 @@ def confusion_png(cm: np.ndarray, class_names: list[str], title: str) -> bytes:
 
 def robustness(run: Run, inputs: Inputs, severities: int | Sequence[int], seed: int,
                batch_size: int, tta: bool = False, adapt_bn: bool = False,
-               families: Sequence[str] = tuple(FAMILIES)) -> dict[str, Any]:
+               families: Sequence[str] = tuple(FAMILIES), compound: bool = True
+               ) -> dict[str, Any]:
     """Accuracy and macro F1 under each distortion family at severities 1..``severities`` (or
-    those listed); with ``adapt_bn`` the BatchNorm statistics are adapted to each distorted
-    set."""
+    those listed), and with ``compound`` under the compound suite (``compound_robustness``);
+    with ``adapt_bn`` the BatchNorm statistics are adapted to each distorted set."""
     from tqdm import tqdm
 
     levels = range(1, severities + 1) if isinstance(severities, int) else list(severities)
@@ -250,8 +253,25 @@ def robustness(run: Run, inputs: Inputs, severities: int | Sequence[int], seed: 
         table.setdefault(family, {})[str(sev)] = {"accuracy": m["accuracy"],
                                                   "macro_f1": m["macro_f1"]}
     accs = [v["accuracy"] for fam in table.values() for v in fam.values()]
-    return {"seed": seed, "severities": list(levels), "results": table,
-            "mean_accuracy": float(np.mean(accs)) if accs else 0.0}
+    out = {"seed": seed, "severities": list(levels), "results": table,
+           "mean_accuracy": float(np.mean(accs)) if accs else 0.0}
+    if compound:
+        out["compound"] = compound_robustness(run, inputs, seed, batch_size, tta, adapt_bn)
+    return out
+
+
+def compound_robustness(run: Run, inputs: Inputs, seed: int, batch_size: int,
+                        tta: bool = False, adapt_bn: bool = False) -> dict[str, Any]:
+    """Accuracy and macro F1 under the compound suite (every image its own composition of
+    2-5 families at severity 3-5), with the accuracy on the images that include each family
+    and by the number of families; ``adapt_bn`` adapts to the whole compound set."""
+    images, recipes = compound_module.compound(inputs.images, seed)
+    proba = predict_proba(run.model, images, batch_size, tta, adapt_bn)
+    m = score(inputs.labels, proba, run.class_names)
+    correct = proba.argmax(axis=1) == inputs.labels
+    return {"seed": seed, **compound_module.describe(), "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"], "samples": m["samples"],
+            **compound_module.breakdown(correct, recipes)}
 
 
 def format_robustness(clean: float, rob: dict[str, Any]) -> str:
@@ -261,6 +281,8 @@ def format_robustness(clean: float, rob: dict[str, Any]) -> str:
     for family, row in rob["results"].items():
         lines.append(f"{family:<12}" + "".join(f"{row[str(s)]['accuracy']:>8.3f}" for s in sev))
     lines.append(f"mean over distortions: {rob['mean_accuracy']:.3f}")
+    if "compound" in rob:
+        lines.append(compound_module.format_compound(rob["compound"]))
     return "\n".join(lines)
 
 
@@ -293,9 +315,12 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
         metrics["robustness"] = robustness(run, inputs, severities, seed, batch_size, tta,
                                            adapt_bn)
     out = Path(out)
-    png = confusion_png(np.array(metrics["confusion_matrix"]), run.class_names,
-                        f"{run.config.model}: accuracy {metrics['accuracy']:.3f}, "
-                        f"macro F1 {metrics['macro_f1']:.3f}")
+    title = (f"{run.config.model}: accuracy {metrics['accuracy']:.3f}, "
+             f"macro F1 {metrics['macro_f1']:.3f}")
+    compound = metrics.get("robustness", {}).get("compound")
+    if compound:  # the headline robustness number goes on the picture too
+        title += f"\ncompound distortions: accuracy {compound['accuracy']:.3f}"
+    png = confusion_png(np.array(metrics["confusion_matrix"]), run.class_names, title)
     text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     # Together or not at all: a full disk leaves neither file (nor a new empty folder).
     write_together({out / "metrics.json": text.encode(), out / "confusion.png": png})

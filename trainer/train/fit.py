@@ -398,6 +398,7 @@ def write_run_info(plan: Plan) -> None:
         "val_samples": plan.val.num_samples if plan.val else 0,
         "class_weight": plan.class_weight,
         "fine_build": str(Path(plan.cfg.fine_build).resolve()) if plan.cfg.fine_build else None,
+        "fine_lr": plan.cfg.fine_lr_value,  # config.json keeps "auto"; this is what trained
     })
 
 
@@ -423,7 +424,7 @@ def _optimizer(plan: Plan, phase: str) -> keras.optimizers.Optimizer:
     """The phase's optimizer; its learning rate a warm-up + cosine schedule over the phase's
     steps, or a constant that ReduceLROnPlateau lowers (``schedule=plateau``)."""
     cfg = plan.cfg
-    peak = cfg.lr if phase == "coarse" else cfg.fine_lr
+    peak = cfg.lr if phase == "coarse" else cfg.fine_lr_value
     lr: float | keras.optimizers.schedules.LearningRateSchedule = peak
     if cfg.schedule == "cosine":
         per_epoch = plan.stream(phase).steps_per_epoch
