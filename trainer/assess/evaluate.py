@@ -266,7 +266,7 @@ def compound_robustness(run: Run, inputs: Inputs, seed: int, batch_size: int,
     2-5 families at severity 3-5), with the accuracy on the images that include each family
     and by the number of families; ``adapt_bn`` adapts to the whole compound set."""
     images, recipes = compound_module.compound(inputs.images, seed)
-    proba = predict_proba(run.model, images, batch_size, tta, adapt_bn)
+    proba = tta_module.predict_proba(run.model, images, batch_size, tta, adapt_bn)
     m = score(inputs.labels, proba, run.class_names)
     correct = proba.argmax(axis=1) == inputs.labels
     return {"seed": seed, **compound_module.describe(), "accuracy": m["accuracy"],
