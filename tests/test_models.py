@@ -77,7 +77,9 @@ def test_from_scratch_every_layer_trains(name):
     m = models.build_model(name, (32, 32, 3), 3, weights="none", head_units=[8])
     models.set_trainable(m, "coarse", 5, pretrained=False)
     assert len(m.trainable_weights) + len(m.non_trainable_weights) == len(m.weights)
-    m.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", jit_compile=False)
+    # Eager: tracing a large backbone into a graph costs more than two small steps (CI time).
+    m.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", jit_compile=False,
+              run_eagerly=True)
     before = _weights_by_path(m)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
