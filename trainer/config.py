@@ -10,13 +10,13 @@ same run directory compares against it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.common.options import Option, check_keys, option, options_of, read_keys, resolve
+from frozenaug.common.safeparse import read_json
 
 # The run directory's files, named once for fit, evaluate and predict.
 CONFIG_NAME = "config.json"
@@ -44,7 +44,7 @@ def _units(v: Any) -> list[int]:
     if not isinstance(items, list) or not items or not all(
             isinstance(u, (int, str)) and not isinstance(u, bool) and 1 <= int(u) <= 65536
             for u in items):
-        raise ValueError(f"must be a non-empty list of integers in 1..65536, got {v!r}")
+        raise ValueError(f"must be a non-empty list of integers in 1..65536, got {brief(v)}")
     return [int(u) for u in items]
 
 
@@ -207,7 +207,7 @@ def _split_of(manifest: Any) -> Any:
     """The input fingerprint and rows of each split a build holds (its split.json)."""
     path = Path(manifest.root) / "split.json"
     try:
-        split = json.loads(path.read_text())
+        split = read_json(path, "split file")
         return split["input_fingerprint"], split["splits"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None
@@ -219,7 +219,7 @@ def load_run_config(run_dir: str | Path) -> FitConfig:
     if not path.is_file():
         raise InputError(f"{path}: missing; {run_dir} is not a frozenaug-train run directory")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, "run config")
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         stored = {**FitConfig().to_dict(), **check_keys(data, OPTIONS.values(), str(path))}

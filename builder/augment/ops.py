@@ -21,6 +21,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from frozenaug.common.errors import brief
 from frozenaug.imaging.stain import MAX_OD, OD_LUT, stain_matrices
 
 Op = Callable[[np.ndarray, float, "int | None"], np.ndarray]
@@ -205,13 +206,13 @@ def _check_ops(cls: str, ops: Sequence[str]) -> list[str]:
 
 def _check_fill(cls: str, fill: int | None) -> int | None:
     if fill is not None and not (isinstance(fill, int) and 0 <= fill <= 255):
-        raise ValueError(f"{cls}: fill must be null (reflect) or an int 0..255, got {fill!r}")
+        raise ValueError(f"{cls}: fill must be null (reflect) or an int 0..255, got {brief(fill)}")
     return fill
 
 
 def _check_p(cls: str, p: float) -> float:
     if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{cls}: p must be in [0, 1], got {p!r}")
+        raise ValueError(f"{cls}: p must be in [0, 1], got {brief(p)}")
     return float(p)
 
 
@@ -233,9 +234,9 @@ class RandAugment(A.ImageOnlyTransform):
                  p: float = 1.0) -> None:
         super().__init__(p=_check_p("RandAugment", p))
         if not isinstance(n, int) or n < 0:
-            raise ValueError(f"RandAugment: n must be an int >= 0, got {n!r}")
+            raise ValueError(f"RandAugment: n must be an int >= 0, got {brief(n)}")
         if not 0.0 <= float(magnitude) <= 1.0:
-            raise ValueError(f"RandAugment: magnitude must be in [0, 1], got {magnitude!r}")
+            raise ValueError(f"RandAugment: magnitude must be in [0, 1], got {brief(magnitude)}")
         self.n = n
         self.magnitude = float(magnitude)
         self.ops = _check_ops("RandAugment", ops)
@@ -273,13 +274,13 @@ class AugMix(A.ImageOnlyTransform):
                  p: float = 1.0) -> None:
         super().__init__(p=_check_p("AugMix", p))
         if not isinstance(severity, int) or not 1 <= severity <= 10:
-            raise ValueError(f"AugMix: severity must be an int 1..10, got {severity!r}")
+            raise ValueError(f"AugMix: severity must be an int 1..10, got {brief(severity)}")
         if not isinstance(width, int) or width < 1:
-            raise ValueError(f"AugMix: width must be an int >= 1, got {width!r}")
+            raise ValueError(f"AugMix: width must be an int >= 1, got {brief(width)}")
         if not isinstance(depth, int) or (depth < 1 and depth != -1):
-            raise ValueError(f"AugMix: depth must be an int >= 1 or -1, got {depth!r}")
+            raise ValueError(f"AugMix: depth must be an int >= 1 or -1, got {brief(depth)}")
         if not float(alpha) > 0:
-            raise ValueError(f"AugMix: alpha must be > 0, got {alpha!r}")
+            raise ValueError(f"AugMix: alpha must be > 0, got {brief(alpha)}")
         self.severity = severity
         self.width = width
         self.depth = depth
@@ -329,9 +330,9 @@ class StainJitter(A.ImageOnlyTransform):
     def __init__(self, scale: float = 0.2, shift: float = 0.1, p: float = 1.0) -> None:
         super().__init__(p=_check_p("StainJitter", p))
         if not 0.0 <= float(scale) < 1.0:
-            raise ValueError(f"StainJitter: scale must be in [0, 1), got {scale!r}")
+            raise ValueError(f"StainJitter: scale must be in [0, 1), got {brief(scale)}")
         if not float(shift) >= 0.0:
-            raise ValueError(f"StainJitter: shift must be >= 0, got {shift!r}")
+            raise ValueError(f"StainJitter: shift must be >= 0, got {brief(shift)}")
         self.scale = float(scale)
         self.shift = float(shift)
 

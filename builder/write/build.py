@@ -296,6 +296,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         ds = load_dataset(
             cfg.input, size=tuple(cfg.size), class_names=cfg.classes, strict=cfg.strict,
             medmnist_split=cfg.medmnist_split, spill=cfg.out,  # mapped, on --out's disk
+            max_pixels=cfg.max_image_pixels,
         )
         preflight(ds, policy, cfg)
         key = build_key(cfg, fingerprint(ds), policy.hash, VERSION)

@@ -15,7 +15,6 @@ a folder that holds another build or somebody else's files unless ``overwrite`` 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from frozenaug.common.atomic import atomic_path, remove_stale_temporaries, write
 from frozenaug.common.errors import InputError
 from frozenaug.common.lock import LOCK_NAME
 from frozenaug.common.owned import removable, remove
+from frozenaug.common.safeparse import read_json
 
 WORK = ".work"
 # What a build writes into its folder; --overwrite removes these names and nothing else.
@@ -69,8 +69,8 @@ def _manifest_key(raw: Any) -> dict | None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        return read_json(path)
+    except (OSError, ValueError, InputError):
         return None
 
 

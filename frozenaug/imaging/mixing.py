@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from frozenaug.common.errors import brief
+
 
 @dataclass
 class MixConfig:
@@ -36,7 +38,7 @@ class MixConfig:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError(f"mix.{f.name} must be a number, got {v!r}")
+                raise ValueError(f"mix.{f.name} must be a number, got {brief(v)}")
             setattr(self, f.name, float(v))
         for name in ("mixup_alpha", "cutmix_alpha"):
             if getattr(self, name) <= 0:
