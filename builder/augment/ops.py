@@ -21,6 +21,16 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from frozenaug.builder.augment.knobs import (
+    ALPHA_RANGE,
+    MAX_AUGMIX_DEPTH,
+    MAX_AUGMIX_WIDTH,
+    MAX_OPS,
+    MAX_RANDAUGMENT_N,
+    MAX_STAIN_SHIFT,
+    float_in,
+    int_in,
+)
 from frozenaug.common.errors import brief
 from frozenaug.imaging.stain import MAX_OD, OD_LUT, stain_matrices
 
@@ -196,11 +206,13 @@ AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
 
 
 def _check_ops(cls: str, ops: Sequence[str]) -> list[str]:
+    if isinstance(ops, str) or not isinstance(ops, Sequence) or len(ops) > MAX_OPS:
+        raise ValueError(f"{cls}: ops must be a list of at most {MAX_OPS} names, got {brief(ops)}")
     ops = [str(o) for o in ops]
     unknown = sorted(set(ops) - set(OPS))
     if not ops or unknown:
         raise ValueError(
-            f"{cls}: ops must be a non-empty list of {sorted(OPS)}; got {unknown or ops}")
+            f"{cls}: ops must be a non-empty list of {sorted(OPS)}; got {brief(unknown or ops)}")
     return ops
 
 
@@ -211,9 +223,7 @@ def _check_fill(cls: str, fill: int | None) -> int | None:
 
 
 def _check_p(cls: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{cls}: p must be in [0, 1], got {brief(p)}")
-    return float(p)
+    return float_in(cls, "p", p, 0.0, 1.0)
 
 
 class RandAugment(A.ImageOnlyTransform):
@@ -233,12 +243,8 @@ class RandAugment(A.ImageOnlyTransform):
                  ops: Sequence[str] = RANDAUGMENT_OPS, fill: int | None = None,
                  p: float = 1.0) -> None:
         super().__init__(p=_check_p("RandAugment", p))
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"RandAugment: n must be an int >= 0, got {brief(n)}")
-        if not 0.0 <= float(magnitude) <= 1.0:
-            raise ValueError(f"RandAugment: magnitude must be in [0, 1], got {brief(magnitude)}")
-        self.n = n
-        self.magnitude = float(magnitude)
+        self.n = int_in("RandAugment", "n", n, 0, MAX_RANDAUGMENT_N)
+        self.magnitude = float_in("RandAugment", "magnitude", magnitude, 0.0, 1.0)
         self.ops = _check_ops("RandAugment", ops)
         self.fill = _check_fill("RandAugment", fill)
 
@@ -273,18 +279,10 @@ class AugMix(A.ImageOnlyTransform):
                  ops: Sequence[str] = AUGMIX_OPS, fill: int | None = None,
                  p: float = 1.0) -> None:
         super().__init__(p=_check_p("AugMix", p))
-        if not isinstance(severity, int) or not 1 <= severity <= 10:
-            raise ValueError(f"AugMix: severity must be an int 1..10, got {brief(severity)}")
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"AugMix: width must be an int >= 1, got {brief(width)}")
-        if not isinstance(depth, int) or (depth < 1 and depth != -1):
-            raise ValueError(f"AugMix: depth must be an int >= 1 or -1, got {brief(depth)}")
-        if not float(alpha) > 0:
-            raise ValueError(f"AugMix: alpha must be > 0, got {brief(alpha)}")
-        self.severity = severity
-        self.width = width
-        self.depth = depth
-        self.alpha = float(alpha)
+        self.severity = int_in("AugMix", "severity", severity, 1, 10)
+        self.width = int_in("AugMix", "width", width, 1, MAX_AUGMIX_WIDTH)
+        self.depth = int_in("AugMix", "depth", depth, 1, MAX_AUGMIX_DEPTH, also=(-1,))
+        self.alpha = float_in("AugMix", "alpha", alpha, *ALPHA_RANGE)
         self.ops = _check_ops("AugMix", ops)
         self.fill = _check_fill("AugMix", fill)
 
@@ -329,12 +327,8 @@ class StainJitter(A.ImageOnlyTransform):
 
     def __init__(self, scale: float = 0.2, shift: float = 0.1, p: float = 1.0) -> None:
         super().__init__(p=_check_p("StainJitter", p))
-        if not 0.0 <= float(scale) < 1.0:
-            raise ValueError(f"StainJitter: scale must be in [0, 1), got {brief(scale)}")
-        if not float(shift) >= 0.0:
-            raise ValueError(f"StainJitter: shift must be >= 0, got {brief(shift)}")
-        self.scale = float(scale)
-        self.shift = float(shift)
+        self.scale = float_in("StainJitter", "scale", scale, 0.0, 1.0, hi_open=True)
+        self.shift = float_in("StainJitter", "shift", shift, 0.0, MAX_STAIN_SHIFT)
 
     def get_params(self) -> dict[str, Any]:
         g = self.random_generator

@@ -56,6 +56,9 @@ def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:
 
     module, func = target.split(":")
     try:
+        from frozenaug.common.environ import check_environment
+
+        check_environment()  # before any library reads it
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
