@@ -63,8 +63,8 @@ def decode_into(data: np.ndarray, out: np.ndarray, encoding: str = "") -> None:
         return
     head = image_header(data[:64].tobytes())  # PNG and WebP state their size up front
     if head is not None and (head.height, head.width) != out.shape[:2]:  # a bomb: not decoded
-        raise ValueError(f"states {head.width}x{head.height} in its {head.format} header, "
-                         f"expected {out.shape[1]}x{out.shape[0]}")
+        raise ValueError(f"states {head.height}x{head.width} in its {head.format} header "
+                         f"(HxW), expected {out.shape[0]}x{out.shape[1]}; not decoded")
     flag = cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB
     image = cv2.imdecode(data, flag) if len(data) else None
     if image is None:

@@ -36,6 +36,7 @@ from typing import Any
 from frozenaug.common.errors import InputError, brief
 from frozenaug.common.safeio import DATA_JSON_MAX_BYTES, read_bytes
 from frozenaug.common.safeparse import parse_json
+from frozenaug.format.paths import path_problem
 from frozenaug.format.schema import (
     FORMAT_NAME,
     MANIFEST_NAME,
@@ -159,7 +160,7 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
         except ValueError as e:
             raise InputError(f"{path}: malformed manifest (encoding {e})") from None
     try:
-        return Manifest(
+        manifest = Manifest(
             root=root,
             class_names=[str(c) for c in raw["class_names"]],
             image_shape=tuple(int(v) for v in raw["image_shape"]),  # type: ignore[arg-type]
@@ -170,6 +171,11 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+    for s in manifest.shards:  # every reader comes through here: none opens a file outside
+        problem = path_problem(root, s.path, s.split)
+        if problem is not None:
+            raise InputError(f"{path}: malformed manifest ({problem})")
+    return manifest
 
 
 def make_manifest(
