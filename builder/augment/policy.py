@@ -228,7 +228,7 @@ def load_policy(name_or_path: str, drop_family: str | None = None) -> Policy:
         policy = preset(name_or_path)
     else:
         path = Path(name_or_path)
-        if not path.is_file():
+        if not path.exists():  # a FIFO exists: _load_file refuses it by name
             raise InputError(f"{name_or_path}: no such policy file; presets are "
                              f"{', '.join(PRESETS)}")
         policy = policy_from_dict(_load_file(path), str(path), default_name=path.stem)
