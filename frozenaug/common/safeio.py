@@ -37,6 +37,10 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
+def _a(what: str) -> str:
+    return ("an " if what[:1] in "aeiou" else "a ") + what
+
+
 def _size(n: int) -> str:
     return f"{n / MIB:,.1f} MiB" if n >= MIB else f"{n:,} bytes"
 
@@ -54,10 +58,10 @@ def open_regular(path: str | os.PathLike, limit: int | None, what: str = "file",
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path}: {kind_of(st.st_mode)}, not a regular file (read as a "
-                             f"{what})")
+            raise InputError(f"{path}: {kind_of(st.st_mode)}, not a regular file (read as "
+                             f"{_a(what)})")
         if limit is not None and st.st_size > limit:
-            raise InputError(f"{path}: {_size(st.st_size)}, larger than the limit for a {what} "
+            raise InputError(f"{path}: {_size(st.st_size)}, larger than the limit for {_a(what)} "
                              f"({_size(limit)}{hint})")
         # blocking reads from here on (O_NONBLOCK means nothing for a regular file anyway)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
@@ -89,7 +93,7 @@ def read_bytes(path: str | os.PathLike, limit: int, what: str = "file",
     finally:
         os.close(fd)
     if total > limit:
-        raise InputError(f"{path}: larger than the limit for a {what} ({_size(limit)}{hint})")
+        raise InputError(f"{path}: larger than the limit for {_a(what)} ({_size(limit)}{hint})")
     return b"".join(chunks)
 
 
