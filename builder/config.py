@@ -16,12 +16,15 @@ from typing import Any
 
 from frozenaug import format as fmt
 from frozenaug.builder.clean.options import OUTLIER_MIN, SPLIT, THRESHOLD
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.common.options import Option, field_of, option, options_of, resolve
+from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 
 BACKENDS = ("loky", "dask")
 # Options that change how fast a build runs or where it goes, never what it writes.
-RUNTIME_ONLY = ("out", "jobs", "backend", "scheduler", "overwrite")
+# max_image_pixels only refuses an input, it never changes what is written; left out of the
+# manifest, so builds from before it keep their key.
+RUNTIME_ONLY = ("out", "jobs", "backend", "scheduler", "overwrite", "max_image_pixels")
 
 
 def _size(v: Any) -> tuple[int, int]:
@@ -30,7 +33,7 @@ def _size(v: Any) -> tuple[int, int]:
     if isinstance(v, (list, tuple)) and len(v) == 2:
         v = f"{v[0]}x{v[1]}"
     if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise InputError(f"must be N, 'HxW' or [H, W], got {v!r}")
+        raise InputError(f"must be N, 'HxW' or [H, W], got {brief(v)}")
     h, w = parse_size(str(v))
     return (int(h), int(w))
 
@@ -41,7 +44,7 @@ def _classes(v: Any) -> list[str]:
     if isinstance(v, list) and v and all(isinstance(c, str) and c for c in v):
         return list(v)
     if not isinstance(v, str) or not v:
-        raise InputError(f"must be a list of names, 'a,b,c' or a file, got {v!r}")
+        raise InputError(f"must be a list of names, 'a,b,c' or a file, got {brief(v)}")
     return [str(c) for c in parse_classes(v)]
 
 
@@ -76,6 +79,11 @@ class BuildConfig:
     strict: bool = option(False, "an unreadable image in a class folder is fatal (default: "
                           "skip, list)")
     medmnist_split: bool = option(False, "keep a MedMNIST file's official train/val/test split")
+    max_image_pixels: int = option(
+        DEFAULT_MAX_IMAGE_PIXELS, "the most pixels (width x height) one input image may have, "
+        "checked in its header before it is decoded (a small file can claim a huge image); "
+        "image files may be up to 8 bytes per such pixel plus 16 MiB", lo=1, hi=1 << 40,
+        default_text=f"{DEFAULT_MAX_IMAGE_PIXELS:,}, 8192x8192")
     jobs: int | None = option(None, "worker processes", kind=int, lo=1, hi=1024, none_ok=True,
                               default_text="all cores")
     # 4: measured on the blood-cell set, see clean.scan (DEFAULT_THRESHOLD). With --no-clean
@@ -111,7 +119,8 @@ class BuildConfig:
 OPTIONS: dict[str, Option] = {o.name: o for o in options_of(BuildConfig)}
 # What the subcommands that share the build's options take.
 SCAN_OPTIONS = tuple(OPTIONS[n] for n in ("input", "out", "size", "classes", "strict",
-                                          "medmnist_split", "jobs", "threshold", "outlier_min"))
+                                          "medmnist_split", "max_image_pixels", "jobs",
+                                          "threshold", "outlier_min"))
 CLEAN_OPTIONS = (*SCAN_OPTIONS, OPTIONS["split"], OPTIONS["seed"])
 
 

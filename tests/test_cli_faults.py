@@ -29,6 +29,9 @@ import cv2
 import numpy as np
 import pytest
 from cases_cli import CASES, FULL_CASES
+from cases_cli_inputs3 import INPUT_CASES
+
+CASES = {**CASES, **INPUT_CASES}  # round 3, the input side (docs/FAULTS.md)
 
 BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user has it
@@ -41,8 +44,9 @@ def _script(tool: str) -> str:
     return str(BIN / tool)
 
 
-def _run(tool: str, argv: list, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([_script(tool), *map(str, argv)], cwd=cwd, env=ENV,
+def _run(tool: str, argv: list, cwd: Path, env: dict | None = None
+         ) -> subprocess.CompletedProcess:
+    return subprocess.run([_script(tool), *map(str, argv)], cwd=cwd, env={**ENV, **(env or {})},
                           capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
@@ -54,8 +58,11 @@ def snapshot(root: Path) -> dict[str, str]:
             out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
         for name in filenames:
             p = os.path.join(dirpath, name)
-            out[os.path.relpath(p, root)] = (
-                "link" if os.path.islink(p) else hashlib.sha256(Path(p).read_bytes()).hexdigest())
+            if os.path.islink(p) or not os.path.isfile(p):  # a FIFO is never opened
+                out[os.path.relpath(p, root)] = "link" if os.path.islink(p) else "special"
+                continue
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = hashlib.file_digest(f, "sha256").hexdigest()
     return out
 
 
@@ -107,9 +114,9 @@ FIT = ["--model", "simple_cnn", "--weights", "none", "--epochs-coarse", "1", "--
 def _case(name: str, make: Callable, world: Path, root: Path) -> dict:
     d = root / name
     d.mkdir()
-    tool, argv, words = make(d, world)
+    tool, argv, words, *env = make(d, world)  # a fourth item: environment variables
     before = snapshot(d)
-    p = _run(tool, argv, d)
+    p = _run(tool, argv, d, *env)
     return {"tool": tool, "argv": argv, "words": words, "code": p.returncode,
             "err": p.stderr, "before": before, "after": snapshot(d)}
 

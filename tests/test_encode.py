@@ -130,7 +130,8 @@ def test_verify_and_reader_name_a_corrupt_encoded_image(builds, tmp_path, capsys
     else:
         new = cv2.imencode(".png", np.zeros((16, 24, 3), np.uint8))[1].tobytes()
     _rewrite_first_image(m.path_of(shard), new)
-    why = "does not decode as png" if damage == "garbage" else "decodes to 16x24x3"
+    # a wrong size is seen in the PNG header, before decoding (a bomb is never decoded)
+    why = "does not decode as png" if damage == "garbage" else "states 16x24 in its PNG header"
     # The sha256 as if the damage came with the build: only decoding can find it.
     raw = json.loads((build / fmt.MANIFEST_NAME).read_text())
     raw["shards"][m.shards.index(shard)]["sha256"] = fmt.sha256_file(m.path_of(shard))

@@ -136,12 +136,12 @@ def test_an_interrupted_intake_leaves_nothing(tmp_path: Path, monkeypatch, capsy
     before = sorted(p.name for p in tmp_path.iterdir())
     read, calls = intake.read_image, []
 
-    def dying(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    def dying(path: Path, size: tuple[int, int], *limit: int) -> np.ndarray | None:
         calls.append(path)
         if len(calls) == 20:  # mid-way: some rows are written, nothing may be visible
             assert sorted(p.name for p in tmp_path.iterdir()) == before
             raise KeyboardInterrupt
-        return read(path, size)
+        return read(path, size, *limit)
 
     monkeypatch.setattr(intake, "read_image", dying)
     assert build_main(["build", str(root), "--out", str(tmp_path / "out"), "--size", "16",

@@ -34,6 +34,15 @@ def _batch_size(p: argparse.ArgumentParser) -> None:
                    help="images per batch (default 64)")
 
 
+def _max_pixels(p: argparse.ArgumentParser) -> None:
+    from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
+
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="the most pixels (width x height) one input image may have, checked "
+                        "in its header before it is decoded (default "
+                        f"{DEFAULT_MAX_IMAGE_PIXELS:,}, 8192x8192)")
+
+
 def _test_time(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="average the softmax over the 8 flips/rotations by 90 degrees (8x cost)")
@@ -70,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions")
     _batch_size(p)
     _test_time(p)
+    _max_pixels(p)
 
     p = sub.add_parser("predict", help="class and per-class probabilities as CSV")
     p.add_argument("run", help="run directory (fit output)")
@@ -80,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split of a build directory (default test)")
     _batch_size(p)
     _test_time(p)
+    _max_pixels(p)
     return parser
 
 
@@ -123,6 +134,9 @@ def precheck(args: argparse.Namespace) -> None:
     for name in ("seed", "batch_size"):
         if getattr(args, name, None) is not None:
             FIT_OPTIONS[name].check(getattr(args, name), FIT_OPTIONS[name].flag_name)
+    if args.max_image_pixels is not None and not 1 <= args.max_image_pixels <= 1 << 40:
+        raise InputError(f"--max-image-pixels: must be an integer in 1..{1 << 40}, got "
+                         f"{args.max_image_pixels}")
     if args.command == "evaluate":
         from frozenaug.trainer.assess.distort import MAX_SEVERITY
 
@@ -222,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     m = evaluate(args.run, args.input, args.out, split=args.split, distort_=args.distort,
                  severities=args.severities, seed=args.seed, batch_size=_batch(args),
-                 tta=args.tta, adapt_bn=args.adapt_bn)
+                 tta=args.tta, adapt_bn=args.adapt_bn, max_pixels=args.max_image_pixels)
     print(f"{m['input']}: {m['samples']} images, accuracy {m['accuracy']:.4f}, "
           f"macro F1 {m['macro_f1']:.4f}")
     cost = Cost(**m["cost"]).describe()
@@ -237,7 +251,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from frozenaug.trainer.assess.predict import predict
 
     n = predict(args.run, args.input, args.out, split=args.split, batch_size=_batch(args),
-                tta=args.tta, adapt_bn=args.adapt_bn, report=print)
+                tta=args.tta, adapt_bn=args.adapt_bn, report=print,
+                max_pixels=args.max_image_pixels)
     print(f"{args.out}: {n} predictions")
     return 0
 

@@ -10,14 +10,14 @@ same run directory compares against it.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.common.options import Option, check_keys, option, options_of, read_keys, resolve
+from frozenaug.common.safeparse import read_json
 
 # The run directory's files, named once for fit, evaluate and predict.
 CONFIG_NAME = "config.json"
@@ -45,7 +45,7 @@ def _units(v: Any) -> list[int]:
     if not isinstance(items, list) or not items or not all(
             isinstance(u, (int, str)) and not isinstance(u, bool) and 1 <= int(u) <= 65536
             for u in items):
-        raise ValueError(f"must be a non-empty list of integers in 1..65536, got {v!r}")
+        raise ValueError(f"must be a non-empty list of integers in 1..65536, got {brief(v)}")
     return [int(u) for u in items]
 
 
@@ -241,7 +241,7 @@ def load_run_config(run_dir: str | Path) -> FitConfig:
     if not path.is_file():
         raise InputError(f"{path}: missing; {run_dir} is not a frozenaug-train run directory")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, "run config")
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         stored = {**FitConfig().to_dict(), **check_keys(data, OPTIONS.values(), str(path))}

@@ -21,6 +21,17 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from frozenaug.builder.augment.knobs import (
+    ALPHA_RANGE,
+    MAX_AUGMIX_DEPTH,
+    MAX_AUGMIX_WIDTH,
+    MAX_OPS,
+    MAX_RANDAUGMENT_N,
+    MAX_STAIN_SHIFT,
+    float_in,
+    int_in,
+)
+from frozenaug.common.errors import brief
 from frozenaug.imaging.stain import MAX_OD, OD_LUT, stain_matrices
 
 Op = Callable[[np.ndarray, float, "int | None"], np.ndarray]
@@ -195,24 +206,24 @@ AUGMIX_OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
 
 
 def _check_ops(cls: str, ops: Sequence[str]) -> list[str]:
+    if isinstance(ops, str) or not isinstance(ops, Sequence) or len(ops) > MAX_OPS:
+        raise ValueError(f"{cls}: ops must be a list of at most {MAX_OPS} names, got {brief(ops)}")
     ops = [str(o) for o in ops]
     unknown = sorted(set(ops) - set(OPS))
     if not ops or unknown:
         raise ValueError(
-            f"{cls}: ops must be a non-empty list of {sorted(OPS)}; got {unknown or ops}")
+            f"{cls}: ops must be a non-empty list of {sorted(OPS)}; got {brief(unknown or ops)}")
     return ops
 
 
 def _check_fill(cls: str, fill: int | None) -> int | None:
     if fill is not None and not (isinstance(fill, int) and 0 <= fill <= 255):
-        raise ValueError(f"{cls}: fill must be null (reflect) or an int 0..255, got {fill!r}")
+        raise ValueError(f"{cls}: fill must be null (reflect) or an int 0..255, got {brief(fill)}")
     return fill
 
 
 def _check_p(cls: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{cls}: p must be in [0, 1], got {p!r}")
-    return float(p)
+    return float_in(cls, "p", p, 0.0, 1.0)
 
 
 class _StableName:
@@ -241,12 +252,8 @@ class RandAugment(_StableName, A.ImageOnlyTransform):
                  ops: Sequence[str] = RANDAUGMENT_OPS, fill: int | None = None,
                  p: float = 1.0) -> None:
         super().__init__(p=_check_p("RandAugment", p))
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"RandAugment: n must be an int >= 0, got {n!r}")
-        if not 0.0 <= float(magnitude) <= 1.0:
-            raise ValueError(f"RandAugment: magnitude must be in [0, 1], got {magnitude!r}")
-        self.n = n
-        self.magnitude = float(magnitude)
+        self.n = int_in("RandAugment", "n", n, 0, MAX_RANDAUGMENT_N)
+        self.magnitude = float_in("RandAugment", "magnitude", magnitude, 0.0, 1.0)
         self.ops = _check_ops("RandAugment", ops)
         self.fill = _check_fill("RandAugment", fill)
 
@@ -281,18 +288,10 @@ class AugMix(_StableName, A.ImageOnlyTransform):
                  ops: Sequence[str] = AUGMIX_OPS, fill: int | None = None,
                  p: float = 1.0) -> None:
         super().__init__(p=_check_p("AugMix", p))
-        if not isinstance(severity, int) or not 1 <= severity <= 10:
-            raise ValueError(f"AugMix: severity must be an int 1..10, got {severity!r}")
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"AugMix: width must be an int >= 1, got {width!r}")
-        if not isinstance(depth, int) or (depth < 1 and depth != -1):
-            raise ValueError(f"AugMix: depth must be an int >= 1 or -1, got {depth!r}")
-        if not float(alpha) > 0:
-            raise ValueError(f"AugMix: alpha must be > 0, got {alpha!r}")
-        self.severity = severity
-        self.width = width
-        self.depth = depth
-        self.alpha = float(alpha)
+        self.severity = int_in("AugMix", "severity", severity, 1, 10)
+        self.width = int_in("AugMix", "width", width, 1, MAX_AUGMIX_WIDTH)
+        self.depth = int_in("AugMix", "depth", depth, 1, MAX_AUGMIX_DEPTH, also=(-1,))
+        self.alpha = float_in("AugMix", "alpha", alpha, *ALPHA_RANGE)
         self.ops = _check_ops("AugMix", ops)
         self.fill = _check_fill("AugMix", fill)
 
@@ -337,12 +336,8 @@ class StainJitter(_StableName, A.ImageOnlyTransform):
 
     def __init__(self, scale: float = 0.2, shift: float = 0.1, p: float = 1.0) -> None:
         super().__init__(p=_check_p("StainJitter", p))
-        if not 0.0 <= float(scale) < 1.0:
-            raise ValueError(f"StainJitter: scale must be in [0, 1), got {scale!r}")
-        if not float(shift) >= 0.0:
-            raise ValueError(f"StainJitter: shift must be >= 0, got {shift!r}")
-        self.scale = float(scale)
-        self.shift = float(shift)
+        self.scale = float_in("StainJitter", "scale", scale, 0.0, 1.0, hi_open=True)
+        self.shift = float_in("StainJitter", "shift", shift, 0.0, MAX_STAIN_SHIFT)
 
     def get_params(self) -> dict[str, Any]:
         g = self.random_generator

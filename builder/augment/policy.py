@@ -42,7 +42,9 @@ from frozenaug.builder.augment.families import (
     transform_families,
 )
 from frozenaug.common.atomic import write_bytes
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.common.safeio import CONFIG_MAX_BYTES, read_text
+from frozenaug.common.safeparse import parse_config_text
 from frozenaug.imaging.mixing import MixConfig, mix_batch
 
 PRESETS = ("none", "light", "heavy")
@@ -162,9 +164,8 @@ def _load_file(path: Path) -> Any:
     if path.suffix.lower() not in POLICY_SUFFIXES:
         raise InputError(f"{path}: a policy file must end in {', '.join(POLICY_SUFFIXES)}")
     try:
-        text = path.read_text()
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        return parse_config_text(read_text(path, CONFIG_MAX_BYTES, "policy file"), path.suffix)
+    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: JSON, UTF-8, the limits
         raise InputError(f"{path}: unreadable policy ({type(e).__name__}: {e})") from None
 
 
@@ -211,7 +212,7 @@ def policy_from_dict(d: Any, source: str, default_name: str = "custom") -> Polic
         raise InputError(f"{source}: 'transform' is not an albumentations transform")
     name = d.get("name", default_name)
     if not isinstance(name, str) or not name:
-        raise InputError(f"{source}: name must be a non-empty string, got {name!r}")
+        raise InputError(f"{source}: name must be a non-empty string, got {brief(name)}")
     return Policy(name, transform, mix, source)
 
 
@@ -227,7 +228,7 @@ def load_policy(name_or_path: str, drop_family: str | None = None) -> Policy:
         policy = preset(name_or_path)
     else:
         path = Path(name_or_path)
-        if not path.is_file():
+        if not path.exists():  # a FIFO exists: _load_file refuses it by name
             raise InputError(f"{name_or_path}: no such policy file; presets are "
                              f"{', '.join(PRESETS)}")
         policy = policy_from_dict(_load_file(path), str(path), default_name=path.stem)

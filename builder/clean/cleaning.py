@@ -39,6 +39,7 @@ from frozenaug.builder.clean.split import (
 from frozenaug.builder.clean.split import split_indices as _split_indices
 from frozenaug.common.atomic import atomic_path, write_json, write_together
 from frozenaug.common.errors import InputError
+from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.imagefile import CHUNK_BYTES, drop_pages
 from frozenaug.data.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
 from frozenaug.format.schema import SPLITS
@@ -215,7 +216,8 @@ def _load(args: argparse.Namespace) -> Dataset:
     # build's options (frozenaug.builder.config), before this runs.
     return load_dataset(args.input, size=size, class_names=classes,
                         strict=bool(_arg(args, "strict", False)),
-                        medmnist_split=bool(_arg(args, "medmnist_split", False)))
+                        medmnist_split=bool(_arg(args, "medmnist_split", False)),
+                        max_pixels=_arg(args, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
 
 
 def _print_scan(result: ScanResult) -> None:

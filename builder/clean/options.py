@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from frozenaug.builder.clean.split import DEFAULT_FRACTIONS, parse_fractions
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.common.options import Option
 
 # 4 bits: measured on the blood-cell set (clean.scan, DEFAULT_THRESHOLD, says how).
@@ -19,10 +19,10 @@ OUTLIER_MIN = Option("outlier_min", 10, "a picture repeated at least this often 
 def _fraction_option(v: Any) -> tuple[float, float, float]:
     if isinstance(v, (list, tuple)):
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise InputError(f"must be three fractions, got {v!r}")
+            raise InputError(f"must be three fractions, got {brief(v)}")
         v = ",".join(repr(float(x)) for x in v)
     if not isinstance(v, str):
-        raise InputError(f"must be 'train,val,test' fractions, got {v!r}")
+        raise InputError(f"must be 'train,val,test' fractions, got {brief(v)}")
     return tuple(float(x) for x in parse_fractions(v))  # type: ignore[return-value]
 
 

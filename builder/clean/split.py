@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.format.schema import SPLITS
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.64, 0.16, 0.2)
@@ -28,9 +28,9 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     try:
         values = tuple(float(f) for f in fractions)
     except (TypeError, ValueError):
-        raise InputError(f"split fractions {fractions!r}: not numbers") from None
+        raise InputError(f"split fractions {brief(fractions)}: not numbers") from None
     if len(values) != 3:
-        raise InputError(f"split fractions {fractions!r}: need 3 (train, val, test)")
+        raise InputError(f"split fractions {brief(fractions)}: need 3 (train, val, test)")
     if not all(math.isfinite(v) and v >= 0 for v in values):
         raise InputError(f"split fractions {values}: must be non-negative numbers")
     if abs(sum(values) - 1.0) > 1e-6:
@@ -48,7 +48,8 @@ def parse_fractions(s: str | None) -> tuple[float, float, float]:
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise InputError(f"{s!r}: expected train,val,test fractions like 0.64,0.16,0.2") from None
+        raise InputError(f"{brief(s)}: expected train,val,test fractions like 0.64,0.16,0.2"
+                         ) from None
     return check_fractions(values)
 
 

@@ -44,6 +44,7 @@ from frozenaug.builder.write.builddir import FRESH, UP_TO_DATE, BuildDir, build_
 from frozenaug.builder.write.shards import shard_bytes_estimate, write_shard
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
+from frozenaug.common.libversions import library_versions
 from frozenaug.common.lock import build_lock
 from frozenaug.common.seeds import batch_seed, sample_seed
 from frozenaug.common.version import VERSION
@@ -296,12 +297,15 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         ds = load_dataset(
             cfg.input, size=tuple(cfg.size), class_names=cfg.classes, strict=cfg.strict,
             medmnist_split=cfg.medmnist_split, spill=cfg.out,  # mapped, on --out's disk
+            max_pixels=cfg.max_image_pixels,
         )
         preflight(ds, policy, cfg)
         key = build_key(cfg, fingerprint(ds), policy.hash, VERSION)
         with build_lock(bdir.root):  # one build per folder; the kernel drops it if killed
             inputs = (cfg.input, *([cfg.policy] if Path(cfg.policy).is_file() else []))
-            state = bdir.prepare(key, overwrite=bool(cfg.overwrite), inputs=inputs)
+            versions = library_versions()
+            state = bdir.prepare(key, overwrite=bool(cfg.overwrite), inputs=inputs,
+                                 versions=versions)
             if state == UP_TO_DATE:
                 return BuildResult(status=UP_TO_DATE, wall_seconds=time.perf_counter() - t0)
             loaded = [ds]
@@ -386,7 +390,7 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
         input={"path": cfg.input, "fingerprint": key["input_fingerprint"],
                "num_samples": num_samples, "skipped": skipped},
         split=split_summary, scan=scan_summary, frozenaug_version=VERSION,
-        encoding=cfg.encode,
+        library_versions=library_versions(), encoding=cfg.encode,
     ))
     return result
 

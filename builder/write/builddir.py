@@ -2,7 +2,8 @@
 
 ``BuildDir(out)`` owns every path the builder writes besides the shards themselves:
 
-* ``.work/plan.json``          the build key (config, input fingerprint, policy hash, version);
+* ``.work/plan.json``          the build key (config, input fingerprint, policy hash, version)
+  and the library versions (``common.libversions``);
 * ``.work/splits.npz`` and ``.work/scan_summary.json``  the clean/split result, kept for a resume;
 * ``.work/input.npy``          the input pixels that the workers memory-map;
 * ``.work/done/<shard>.json``  one marker per finished shard (its manifest entry);
@@ -15,7 +16,6 @@ a folder that holds another build or somebody else's files unless ``overwrite`` 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,8 +29,10 @@ from frozenaug.builder.config import BuildConfig
 from frozenaug.builder.write.shards import sha256_file
 from frozenaug.common.atomic import atomic_path, remove_stale_temporaries, write_json
 from frozenaug.common.errors import InputError
+from frozenaug.common.libversions import pixel_differences
 from frozenaug.common.lock import LOCK_NAME
 from frozenaug.common.owned import removable, remove
+from frozenaug.common.safeparse import read_json
 
 WORK = ".work"
 # What a build writes into its folder; --overwrite removes these names and nothing else.
@@ -69,9 +71,23 @@ def _manifest_key(raw: Any) -> dict | None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        return read_json(path)
+    except (OSError, ValueError, InputError):
         return None
+
+
+def _versions_allow_resume(recorded: Any, current: dict, where: Path, overwrite: bool) -> bool:
+    """True when the finished shards may be kept; False when ``overwrite`` is to start the build
+    afresh; an InputError naming the versions otherwise (libversions.pixel_differences)."""
+    differ = pixel_differences(recorded, current)
+    if not differ:
+        return True
+    if overwrite:
+        return False
+    raise InputError(f"{where.parent}: its finished shards were written under other library "
+                     f"versions ({', '.join(differ)}; see {where}), which give other pixels "
+                     "for the same seed; resume with those versions installed, or pass "
+                     "--overwrite to build it again under these")
 
 
 def _differences(old: Any, new: dict) -> str:
@@ -99,11 +115,14 @@ class BuildDir:
     def done_path(self, relpath: str) -> Path:
         return self.work / "done" / (relpath.replace("/", "__") + ".json")
 
-    def prepare(self, key: dict, *, overwrite: bool, inputs: tuple = ()) -> str:
+    def prepare(self, key: dict, *, overwrite: bool, inputs: tuple = (),
+                versions: dict | None = None) -> str:
         """Decide between ``UP_TO_DATE``, ``RESUME`` and ``FRESH`` (clearing a replaced build).
 
         ``inputs`` (the data set, config and policy files) are never removed, nor a folder
         holding one; ``--overwrite`` removes only what a build writes (``OWN_FILES``).
+        ``versions`` (``common.libversions``) go into the plan; a resume of shards written
+        under other pixel-library versions is refused (or, with ``overwrite``, started fresh).
 
         Raises:
             InputError: the folder holds another build, or other files, and ``overwrite`` is
@@ -112,25 +131,32 @@ class BuildDir:
         out = self.root
         manifest, plan = out / fmt.MANIFEST_NAME, self.work / "plan.json"
         found: tuple[Path, Any] | None = None
+        versions = versions or {}
         if manifest.is_file():
             raw = _read_json(manifest)
             if _manifest_key(raw) == key:
                 if all((out / s["path"]).is_file() for s in raw["shards"]):
                     shutil.rmtree(self.work, ignore_errors=True)
-                    return UP_TO_DATE
-                # A shard went missing: resume, keeping the listed shards whose bytes match.
-                write_json(plan, key)
-                for s in raw["shards"]:
-                    if (out / s["path"]).is_file():
-                        write_json(self.done_path(s["path"]), s)
-                manifest.unlink()
-                return RESUME
-            found = (manifest, _manifest_key(raw))
+                    return UP_TO_DATE  # nothing is written: no mix of versions
+                if _versions_allow_resume(raw.get("library_versions"), versions, manifest,
+                                          overwrite):
+                    # A shard went missing: resume, keeping the listed shards whose bytes match.
+                    write_json(plan, {**key, "library_versions": versions})
+                    for s in raw["shards"]:
+                        if (out / s["path"]).is_file():
+                            write_json(self.done_path(s["path"]), s)
+                    manifest.unlink()
+                    return RESUME
+            else:
+                found = (manifest, _manifest_key(raw))
         elif plan.is_file():
             old = _read_json(plan)
+            recorded = old.pop("library_versions", None) if isinstance(old, dict) else None
             if old == key:
-                return RESUME
-            found = (plan, old)
+                if _versions_allow_resume(recorded, versions, plan, overwrite):
+                    return RESUME
+            else:
+                found = (plan, old)
         elif (out.is_dir() and any(p.name not in _CLEAN_OUTPUTS for p in out.iterdir())
               and not overwrite):
             raise InputError(
@@ -146,7 +172,7 @@ class BuildDir:
         if out.is_dir():
             remove(removable(out, BUILD_NAMES, OWN_FILES, inputs))  # checks all, then removes
             remove_stale_temporaries(out)
-        write_json(plan, key)
+        write_json(plan, {**key, "library_versions": versions})
         return FRESH
 
     def discard(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import numbers
 from collections.abc import Callable, Iterable
@@ -20,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.common.safeio import CONFIG_MAX_BYTES, read_text
+from frozenaug.common.safeparse import parse_config_text
 
 _KINDS = (bool, int, float, str)
 
@@ -86,7 +87,7 @@ class Option:
         # A file names the key; a flag names itself, then the key with the value as given.
         flag = where.startswith("--")
         label = where if flag else f"{where}: {self.name}"
-        key = f" ({self.name}={value!r})" if flag else ""
+        key = f" ({self.name}={brief(value)})" if flag else ""
         if self.parse is not None:
             try:
                 return self.parse(value)
@@ -94,7 +95,7 @@ class Option:
                 raise InputError(f"{label}: {e}{key}") from None
         v = "" if self.empty_ok and value == "" else _typed(self.kind, value)
         if v is None or not self._in_range(v):
-            raise InputError(f"{label}: must be {self.rule()}, got {value!r}{key}")
+            raise InputError(f"{label}: must be {self.rule()}, got {brief(value)}{key}")
         return v
 
     def _in_range(self, v: Any) -> bool:
@@ -184,12 +185,12 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
     """A JSON or YAML config file as a dict, ``-`` in keys read as ``_``."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path, CONFIG_MAX_BYTES, "config file")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: unreadable config, cannot read it ({e})") from None
     try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raw = parse_config_text(text, path.suffix)
+    except (ValueError, yaml.YAMLError) as e:
         raise InputError(f"{path}: unreadable config, not valid JSON/YAML ({e})") from None
     if raw is None:
         return {}

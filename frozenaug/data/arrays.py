@@ -16,7 +16,9 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
+from frozenaug.data.members import check_entry, check_image_size
 
 _CHUNK_BYTES = 1 << 20  # input bytes read and converted at a time
 
@@ -79,10 +81,12 @@ class NpzMember:
     images are ever held whole (no float, wrong-size or pre-concatenation copy of them)."""
 
     def __init__(self, z: np.lib.npyio.NpzFile, key: str, path: Path) -> None:
-        self.z, self.where, self.unreadable = z, f"{path}: {key}", f"{path}: key {key!r} unreadable"
+        self.z, self.where = z, f"{path}: {key}"
+        self.unreadable = f"{path}: key {brief(key)} unreadable"
         self.name = key + ".npy" if key + ".npy" in z.zip.namelist() else key
         self.whole: np.ndarray | None = None
         try:
+            check_entry(z.zip.getinfo(self.name), self.where)
             with z.zip.open(self.name) as f:
                 header = self._header(f)
                 if header is not None:
@@ -90,7 +94,7 @@ class NpzMember:
             if header is None or header[2]:  # Fortran order, objects or a newer header
                 self.whole = z[key]  # numpy reads it (and refuses objects: no pickles)
                 header = (self.whole.shape, self.whole.dtype, False)
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
             raise InputError(f"{self.unreadable} ({type(e).__name__}: {e})") from None
         self.shape, self.dtype = header[0], header[1]
 
@@ -141,8 +145,9 @@ class NpzMember:
             raise InputError(f"{self.unreadable} ({type(e).__name__}: {e})") from None
 
 
-def check_image_array(src: NpzMember) -> None:
-    """An image array must be (N,H,W[,1|3|4]) uint8 or float, with at least one image."""
+def check_image_array(src: NpzMember, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """An image array must be (N,H,W[,1|3|4]) uint8 or float, with at least one image, each
+    within the pixel and byte limits (``data.members.check_image_size``)."""
     shape, where = src.shape, src.where
     if (len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3, 4))
             or 0 in shape[1:]):
@@ -153,14 +158,15 @@ def check_image_array(src: NpzMember) -> None:
         raise InputError(f"{where}: no images")
     if src.dtype != np.uint8 and not np.issubdtype(src.dtype, np.floating):
         raise InputError(f"{where}: dtype {src.dtype}, expected uint8 or float")
+    check_image_size(shape, src.dtype, max_pixels, where)
 
 
 def convert_images(src: NpzMember, size: tuple[int, int], out: Any = None,
-                   start: int = 0) -> Any:
+                   start: int = 0, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
     """Check an image array (N,H,W[,C]) and convert it chunk by chunk into rows ``start`` on of
     ``out`` (an array or a ``frozenaug.data.imagefile.ImageFile``; default: a new in-memory array,
     after checking that it fits), as (N,*size,3) uint8 RGB."""
-    check_image_array(src)
+    check_image_array(src, max_pixels)
     where = src.where
     scale = _float_scale(src) if np.issubdtype(src.dtype, np.floating) else None
     if out is None:
@@ -168,7 +174,9 @@ def convert_images(src: NpzMember, size: tuple[int, int], out: Any = None,
         out = np.empty((src.shape[0], *size, 3), np.uint8)
     for s, part in src.chunks():
         if scale is not None:
-            part = np.rint(part * scale).clip(0, 255).astype(np.uint8)
+            part = part * scale  # one float copy, then in place: a large row stays ~2x
+            np.rint(part, out=part)
+            part = np.clip(part, 0, 255, out=part).astype(np.uint8)
         if part.ndim == 3:
             part = part[..., None]
         if part.shape[-1] == 3 and part.shape[1:3] == size:
@@ -212,7 +220,7 @@ def read_labels(raw: np.ndarray, n: int, where: str) -> np.ndarray:
         frac = (raw != np.round(raw)).reshape(n, -1).any(axis=1)
         if frac.any():
             i = int(np.argmax(frac))
-            raise InputError(f"{where}[{i}]: non-integer label {raw[i]!r}")
+            raise InputError(f"{where}[{i}]: non-integer label {brief(raw[i])}")
     if raw.ndim == 2:
         ok = np.isin(raw, (0, 1)).all(axis=1) & (raw.sum(axis=1) == 1)
         if not ok.all():

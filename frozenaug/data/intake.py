@@ -31,17 +31,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.common.safeio import CONFIG_MAX_BYTES, read_text
 from frozenaug.data.arrays import (
     NpzMember,
     check_image_array,
     check_memory,
     convert_images,
     read_labels,
-    resize,
-    to_rgb,
 )
+from frozenaug.data.decode import read_image_file
+from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.imagefile import ImageFile, iter_rows
+from frozenaug.data.members import check_rows, duplicates, load_npz
 
 # A file that does not decode is reported by the intake (skipped, or fatal with --strict), in
 # one line naming it; OpenCV's own "[ WARN ] ... buffer is incomplete" lines would add noise.
@@ -98,9 +100,9 @@ def parse_size(s: str | None) -> tuple[int, int]:
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise InputError(f"{s!r} is not N or HxW (e.g. 96 or 64x80)") from None
+        raise InputError(f"{brief(s)} is not N or HxW (e.g. 96 or 64x80)") from None
     if len(values) not in (1, 2) or not all(0 < v <= 8192 for v in values):
-        raise InputError(f"{s!r} is not N or HxW with sides in 1..8192")
+        raise InputError(f"{brief(s)} is not N or HxW with sides in 1..8192")
     return (values[0], values[-1])
 
 
@@ -108,19 +110,20 @@ def parse_classes(s: str | None) -> list[str] | None:
     """A comma-separated list, or a file with one class name per line (blank lines ignored)."""
     if s is None:
         return None
-    if os.path.isfile(s):
+    if os.path.exists(s) and not os.path.isdir(s):  # a FIFO too: refused, not read as names
         try:
-            names = [line.strip() for line in Path(s).read_text().splitlines()]
+            text = read_text(s, CONFIG_MAX_BYTES, "class list")
+            names = [line.strip() for line in text.splitlines()]
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"{s}: unreadable class list ({e})") from None
     else:
         names = [n.strip() for n in str(s).split(",")]
     names = [n for n in names if n]
     if not names:
-        raise InputError(f"{s!r}: no class names")
-    dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{brief(s)}: no class names")
+    dup = duplicates(names)
     if dup:
-        raise InputError(f"{s!r}: duplicate class name(s) {', '.join(dup)}")
+        raise InputError(f"{brief(s)}: duplicate class name(s) {brief(', '.join(dup))}")
     return names
 
 
@@ -139,9 +142,9 @@ def check_class_names(names: list[str], where: str) -> list[str]:
     empty = [i for i, n in enumerate(names) if not str(n).strip()]
     if empty:
         raise InputError(f"{where}: class name {empty[0]} is empty")
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = duplicates(names)
     if dup:
-        raise InputError(f"{where}: duplicate class name(s) {', '.join(map(repr, dup))}")
+        raise InputError(f"{where}: duplicate class name(s) {brief(', '.join(map(repr, dup)))}")
     return list(names)
 
 
@@ -173,7 +176,7 @@ def _check_classes(
     counts = np.bincount(labels, minlength=n_classes)
     if max_classes is None and (counts == 0).any():
         c = int(np.argmin(counts))
-        raise InputError(f"{where}: class {c} ({names[c]!r}) has no images")
+        raise InputError(f"{where}: class {c} ({brief(names[c])}) has no images")
     return list(names)
 
 
@@ -181,15 +184,18 @@ def _check_classes(
 
 
 def _load_npz(path: Path, size: tuple[int, int], class_names: list[str] | None,
-              medmnist_split: bool, max_classes: int | None, spill: Path) -> Dataset:
+              medmnist_split: bool, max_classes: int | None, spill: Path,
+              max_pixels: int) -> Dataset:
     with open_npz(path) as z:
-        return _read_npz(path, z, size, class_names, medmnist_split, max_classes, spill)
+        return _read_npz(path, z, size, class_names, medmnist_split, max_classes, spill,
+                         max_pixels)
 
 
 def open_npz(path: Path) -> np.lib.npyio.NpzFile:
-    """An npz archive opened without pickles; InputError naming the file if it is none."""
+    """An npz archive opened without pickles; InputError naming the file if it is none (or
+    not a regular file: a FIFO would block ``np.load``)."""
     try:
-        z = np.load(path, allow_pickle=False)
+        z = load_npz(path)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise InputError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
@@ -199,12 +205,12 @@ def open_npz(path: Path) -> np.lib.npyio.NpzFile:
 
 def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
               class_names: list[str] | None, medmnist_split: bool,
-              max_classes: int | None, spill: Path) -> Dataset:
+              max_classes: int | None, spill: Path, max_pixels: int) -> Dataset:
     keys = set(z.files)
 
     def need(key: str) -> None:
         if key not in keys:
-            raise InputError(f"{path}: missing key {key!r} (found: {', '.join(sorted(keys))})")
+            raise InputError(f"{path}: missing key {brief(key)} (found: {', '.join(sorted(keys))})")
 
     def get(key: str) -> np.ndarray:
         need(key)
@@ -214,7 +220,8 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
         try:
             return z[key]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise InputError(f"{path}: key {key!r} unreadable ({type(e).__name__}: {e})") from None
+            raise InputError(f"{path}: key {brief(key)} unreadable ({type(e).__name__}: {e})"
+                             ) from None
 
     def member(key: str) -> NpzMember:
         need(key)
@@ -223,11 +230,13 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
     official = None
     if "images" in keys:
         src = member("images")
-        check_image_array(src)  # before the file is made
+        check_image_array(src, max_pixels)  # before the file is made
         store = ImageFile(src.shape[0], size, spill, str(path))
-        convert_images(src, size, store)
+        convert_images(src, size, store, max_pixels=max_pixels)
+        check_rows(member("labels"), len(store), f"{path}: labels")  # before reading them
         labels = read_labels(get("labels"), len(store), f"{path}: labels")
         if class_names is None and "class_names" in keys:
+            check_rows(member("class_names"), None, f"{path}: class_names")
             stored = get("class_names")
             if stored.dtype.kind not in "US" or stored.ndim != 1:
                 raise InputError(f"{path}: class_names must be a 1-D array of strings")
@@ -235,12 +244,13 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
     elif "train_images" in keys:
         parts = [member(f"{split}_images") for split in MEDMNIST_SPLITS]
         for part in parts:
-            check_image_array(part)
+            check_image_array(part, max_pixels)
         store = ImageFile(sum(p.shape[0] for p in parts), size, spill, str(path))
         labs, names, start = [], [], 0
         for split, part in zip(MEDMNIST_SPLITS, parts, strict=True):
             n = part.shape[0]
-            convert_images(part, size, store, start)  # in place, no concatenate
+            convert_images(part, size, store, start, max_pixels)  # in place, no concatenate
+            check_rows(member(f"{split}_labels"), n, f"{path}: {split}_labels")
             labs.append(read_labels(get(f"{split}_labels"), n, f"{path}: {split}_labels"))
             names += [split] * n
             start += n
@@ -259,40 +269,27 @@ def _read_npz(path: Path, z: np.lib.npyio.NpzFile, size: tuple[int, int],
                    store=store)
 
 
-def read_image(path: Path, size: tuple[int, int]) -> np.ndarray | None:
-    """One file as (H,W,3) RGB uint8 at ``size``, or None when it cannot be decoded."""
-    try:
-        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
-    except (OSError, cv2.error):
-        return None
-    if img is None or img.size == 0:
-        return None
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        return None
-    if img.ndim == 3 and img.shape[-1] == 3:
-        img = img[..., ::-1]  # BGR -> RGB
-    elif img.ndim == 3 and img.shape[-1] == 4:
-        img = img[..., [2, 1, 0]]  # BGRA -> RGB, alpha dropped
-    try:
-        return np.ascontiguousarray(resize(to_rgb(img, str(path)), size))
-    except InputError:
-        return None
+def read_image(path: Path, size: tuple[int, int],
+               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | None:
+    """One file as (H,W,3) RGB uint8 at ``size``, or None when it cannot be decoded; an
+    InputError for a file that is not a regular one or states more than ``max_pixels``."""
+    return read_image_file(path, size, max_pixels)
 
 
 def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | None,
-                  strict: bool, spill: Path) -> Dataset:
+                  strict: bool, spill: Path, max_pixels: int) -> Dataset:
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise InputError(f"{root}: no class sub-folders (expected one folder per class)")
     if class_names is not None:
-        missing = [c for c in class_names if c not in folders]
-        extra = [f for f in folders if f not in class_names]
+        have, wanted = set(folders), set(class_names)  # sets: 100k names stay linear
+        missing = [c for c in class_names if c not in have]
+        extra = [f for f in folders if f not in wanted]
         if missing:
-            raise InputError(f"{root}: no folder for class(es) {', '.join(missing)}")
+            raise InputError(f"{root}: no folder for class(es) {brief(', '.join(missing))}")
         if extra:
-            raise InputError(f"{root}: folder(s) {', '.join(extra)} not among the class names")
+            raise InputError(f"{root}: folder(s) {brief(', '.join(extra))} not among the class "
+                             "names")
         folders = list(class_names)
     files: list[tuple[Path, int]] = []
     for c, name in enumerate(folders):
@@ -300,11 +297,11 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
         found = sorted(p for p in (root / name).iterdir()
                        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
         if not found:
-            raise InputError(f"{root / name}: class {name!r} has no images")
+            raise InputError(f"{root / name}: class {brief(name)} has no images")
         files += [(p, c) for p in found]
 
     store = ImageFile(len(files), size, spill, str(root))
-    decoded = _read_files([p for p, _ in files], size, store)
+    decoded = _read_files([p for p, _ in files], size, store, max_pixels)
     bad = [str(p) for (p, _), good in zip(files, decoded, strict=True) if not good]
     if bad and strict:
         raise InputError(f"{bad[0]}: unreadable image (--strict)")
@@ -319,14 +316,15 @@ def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | No
     counts = np.bincount(labels, minlength=len(folders))
     if (counts == 0).any():
         name = folders[int(np.argmin(counts))]
-        raise InputError(f"{root / name}: class {name!r} has no readable images")
+        raise InputError(f"{root / name}: class {brief(name)} has no readable images")
     if len(ok) < len(files):
         store.keep_rows(ok)  # close the gaps of skipped files (rows move down, in order)
     ids = [files[i][0].relative_to(root).as_posix() for i in ok]
     return Dataset(store.array(), labels, list(folders), str(root), ids, None, bad, store)
 
 
-def _read_files(files: list[Path], size: tuple[int, int], out: ImageFile) -> np.ndarray:
+def _read_files(files: list[Path], size: tuple[int, int], out: ImageFile,
+                max_pixels: int) -> np.ndarray:
     """Decode ``files`` into rows 0.. of ``out`` in threads (cv2 drops the GIL), a batch of
     ``FOLDER_BATCH`` per task and a few tasks ahead, so memory does not grow with the count.
     Returns which files decoded; the rows of the others are left zero."""
@@ -337,7 +335,7 @@ def _read_files(files: list[Path], size: tuple[int, int], out: ImageFile) -> np.
     def read(start: int) -> int:
         batch = np.zeros((min(FOLDER_BATCH, len(files) - start), *size, 3), np.uint8)
         for i in range(len(batch)):
-            img = read_image(files[start + i], size)
+            img = read_image(files[start + i], size, max_pixels)
             if img is not None:
                 batch[i], decoded[start + i] = img, True
         out[start : start + len(batch)] = batch
@@ -351,8 +349,12 @@ def _read_files(files: list[Path], size: tuple[int, int], out: ImageFile) -> np.
             pending.append(ex.submit(read, start))
             if len(pending) >= 4 * workers:
                 bar.update(pending.popleft().result())
-        while pending:
-            bar.update(pending.popleft().result())
+        try:
+            while pending:
+                bar.update(pending.popleft().result())
+        except BaseException:  # a refused file: stop at once, not after every queued batch
+            ex.shutdown(cancel_futures=True)
+            raise
     return decoded
 
 
@@ -365,6 +367,7 @@ def load_dataset(
     medmnist_split: bool = False,
     max_classes: int | None = None,
     spill: str | os.PathLike | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Dataset:
     """Read a folder per class, an AN2DL npz or a MedMNIST npz (detected from the path).
 
@@ -382,6 +385,7 @@ def load_dataset(
             lie below it, and a class without images is allowed.
         spill: a folder (it need not exist) on the file system to hold the images; default:
             the temporary folder (``TMPDIR``). ``Dataset.store.save_as`` can name the file.
+        max_pixels: the most pixels one image may have (a file's header, an npz's H x W).
 
     Raises:
         InputError: a missing or unreadable input, missing keys, wrong dtype or rank, length
@@ -395,11 +399,12 @@ def load_dataset(
     if p.is_dir():
         if medmnist_split:
             raise InputError(f"{p}: --medmnist-split needs a MedMNIST npz, not a folder")
-        return _load_folders(p, size, class_names, strict, folder)
-    return _load_npz(p, size, class_names, medmnist_split, max_classes, folder)
+        return _load_folders(p, size, class_names, strict, folder, max_pixels)
+    return _load_npz(p, size, class_names, medmnist_split, max_classes, folder, max_pixels)
 
 
-def load_unlabelled(path: str | os.PathLike, size: tuple[int, int]
+def load_unlabelled(path: str | os.PathLike, size: tuple[int, int],
+                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
                     ) -> tuple[np.ndarray, list[str]] | None:
     """Unlabelled images under the same rules as ``load_dataset``: a flat folder of image files
     (ids: file names) or an npz with ``images`` and no ``labels`` (ids: row numbers); None
@@ -415,7 +420,7 @@ def load_unlabelled(path: str | os.PathLike, size: tuple[int, int]
         check_memory(len(files), size, str(p))
         images = np.empty((len(files), *size, 3), np.uint8)
         for i, f in enumerate(files):
-            img = read_image(f, size)
+            img = read_image(f, size, max_pixels)
             if img is None:
                 raise InputError(f"{f}: unreadable image (not an image file, or not 1, 3 or "
                                  "4 channels)")
@@ -426,5 +431,7 @@ def load_unlabelled(path: str | os.PathLike, size: tuple[int, int]
     with open_npz(p) as z:
         if "images" not in z.files or "labels" in z.files:
             return None
-        images = convert_images(NpzMember(z, "images", p), size)
+        src = NpzMember(z, "images", p)
+        check_image_array(src, max_pixels)
+        images = convert_images(src, size, max_pixels=max_pixels)
     return images, [str(i) for i in range(len(images))]

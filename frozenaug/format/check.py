@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +11,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.common.safeparse import parse_json
 from frozenaug.format.manifest import Manifest, ShardEntry
 from frozenaug.format.schema import (
     ATTR_CLASS_NAMES,
@@ -74,15 +74,15 @@ def _attr_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]:
         want[ATTR_ENCODING] = m.encoding_of(entry)
     if entry.split == "train" and "policy_hash" in m.raw:
         want[ATTR_POLICY_HASH] = m.raw["policy_hash"]
-    found = [f"attribute {name} is {got!r}, manifest says {value!r}"
+    found = [f"attribute {name} is {brief(got)}, manifest says {brief(value)}"
              for name, value in want.items() if (got := _attr(f, name)) is None or got != value]
     try:
-        names = json.loads(f.attrs.get(ATTR_CLASS_NAMES, ""))
+        names = parse_json(f.attrs.get(ATTR_CLASS_NAMES, ""))
     except (TypeError, ValueError):
         names = None
     if names != m.class_names:
-        found.append(f"attribute {ATTR_CLASS_NAMES} is {names!r}, manifest says "
-                     f"{m.class_names!r}")
+        found.append(f"attribute {ATTR_CLASS_NAMES} is {brief(names)}, manifest says "
+                     f"{brief(m.class_names)}")
     return found
 
 
@@ -96,14 +96,14 @@ def _dataset_problems(f: h5py.File, entry: ShardEntry, m: Manifest) -> list[str]
         shapes[DS_IMAGES] = (n, *m.image_shape)
     if entry.soft_labels:
         shapes[DS_SOFT_LABELS] = (n, c)
-    found = [f"unexpected dataset {k!r}" for k in f if k not in shapes]
+    found = [f"unexpected dataset {brief(k)}" for k in f if k not in shapes]
     for name, shape in shapes.items():
         ds, dtype = f.get(name), np.dtype(DATASET_DTYPES[name])
         if not isinstance(ds, h5py.Dataset):
-            found.append(f"dataset {name!r} missing")
+            found.append(f"dataset {brief(name)} missing")
         elif ds.dtype != dtype or (ds.shape != shape if shape else ds.ndim != 1):
             want = shape if shape else "(bytes,)"
-            found.append(f"dataset {name!r} is {ds.dtype} {ds.shape}, expected {dtype} {want}")
+            found.append(f"dataset {brief(name)} is {ds.dtype} {ds.shape}, expected {dtype} {want}")
     if not found and encoded:
         off = f[DS_IMAGE_OFFSETS][()]
         if off[0] != 0 or np.any(np.diff(off) < 1) or off[-1] != len(f[DS_IMAGE_BYTES]):

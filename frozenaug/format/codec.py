@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import simplejpeg
 
+from frozenaug.data.headers import image_header
 from frozenaug.format import schema as fmt
 
 # Bytes a single encoded image may take beyond its raw pixels: measured on uniform noise, the
@@ -60,6 +61,10 @@ def decode_into(data: np.ndarray, out: np.ndarray, encoding: str = "") -> None:
     if encoding.startswith("jpeg"):
         _decode_jpeg_into(data, out, encoding)
         return
+    head = image_header(data[:64].tobytes())  # PNG and WebP state their size up front
+    if head is not None and (head.height, head.width) != out.shape[:2]:  # a bomb: not decoded
+        raise ValueError(f"states {head.height}x{head.width} in its {head.format} header "
+                         f"(HxW), expected {out.shape[0]}x{out.shape[1]}; not decoded")
     flag = cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB
     image = cv2.imdecode(data, flag) if len(data) else None
     if image is None:

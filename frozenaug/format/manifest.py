@@ -28,13 +28,15 @@ shard it finds anything wrong with (``open_shard``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.common.safeio import DATA_JSON_MAX_BYTES, read_bytes
+from frozenaug.common.safeparse import parse_json, read_json
+from frozenaug.format.paths import path_problem
 from frozenaug.format.schema import (
     FORMAT_NAME,
     MANIFEST_NAME,
@@ -145,7 +147,7 @@ class Manifest:
         builds with equal identities hold the same images in the same splits."""
         path = self.root / SPLIT_NAME
         try:
-            split = json.loads(path.read_text())
+            split = read_json(path, "split file")
             return str(split["input_fingerprint"]), split["splits"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None
@@ -165,8 +167,8 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise InputError(f"{path}: missing; {root} is not a finished frozenaug build")
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = parse_json(read_bytes(path, DATA_JSON_MAX_BYTES, "manifest"))
+    except (OSError, ValueError) as e:  # ValueError: not JSON or UTF-8, nested too deeply
         raise InputError(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not a {FORMAT_NAME} manifest")
@@ -174,7 +176,7 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
     if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
         known = " and ".join(map(str, READABLE_SCHEMA_VERSIONS))
         raise InputError(
-            f"{path}: schema version {version!r}, this frozenaug reads versions {known}; "
+            f"{path}: schema version {brief(version)}, this frozenaug reads versions {known}; "
             "rebuild the shards with this version"
         )
     if version == 1 and "encoding" in raw:
@@ -182,11 +184,11 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
     if version >= 2:
         try:
             if str(parse_encoding(raw.get("encoding"))) != raw.get("encoding"):
-                raise ValueError(f"not in canonical spelling: {raw.get('encoding')!r}")
+                raise ValueError(f"not in canonical spelling: {brief(raw.get('encoding'))}")
         except ValueError as e:
             raise InputError(f"{path}: malformed manifest (encoding {e})") from None
     try:
-        return Manifest(
+        manifest = Manifest(
             root=root,
             class_names=[str(c) for c in raw["class_names"]],
             image_shape=tuple(int(v) for v in raw["image_shape"]),  # type: ignore[arg-type]
@@ -197,6 +199,11 @@ def load_manifest(build_dir: str | os.PathLike) -> Manifest:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+    for s in manifest.shards:  # every reader comes through here: none opens a file outside
+        problem = path_problem(root, s.path, s.split)
+        if problem is not None:
+            raise InputError(f"{path}: malformed manifest ({problem})")
+    return manifest
 
 
 def make_manifest(

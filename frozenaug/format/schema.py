@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from frozenaug.common.errors import brief
+
 FORMAT_NAME = "frozenaug-hdf5"
 SCHEMA_VERSION = 2  # 2: the ``encoding`` (manifest field, shard attribute), encoded layout
 READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: every shard raw, no ``encoding`` anywhere
@@ -78,15 +80,16 @@ def parse_encoding(text: Any) -> Encoding:
         ValueError: not one of ``ENCODING_RULE``.
     """
     if not isinstance(text, str):
-        raise ValueError(f"must be {ENCODING_RULE}, got {text!r}")
+        raise ValueError(f"must be {ENCODING_RULE}, got {brief(text)}")
     codec, sep, q = text.strip().lower().partition(":")
     if codec not in CODECS or (sep and codec in ("raw", "png")):
-        raise ValueError(f"must be {ENCODING_RULE}, got {text!r}")
+        raise ValueError(f"must be {ENCODING_RULE}, got {brief(text)}")
     if not sep:
         return Encoding("jpeg", DEFAULT_JPEG_QUALITY) if codec == "jpeg" else Encoding(codec)
     top = 101 if codec == "webp" else 100
     if not q.isdigit() or not 1 <= int(q) <= top:
-        raise ValueError(f"quality must be an integer in 1..100, got {text!r} ({ENCODING_RULE})")
+        raise ValueError(f"quality must be an integer in 1..100, got {brief(text)} "
+                         f"({ENCODING_RULE})")
     return Encoding(codec) if int(q) == 101 else Encoding(codec, int(q))
 
 

@@ -15,6 +15,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from frozenaug.common.errors import brief
+
+MIX_ALPHA_RANGE = (0.01, 100.0)  # as builder.augment.knobs.ALPHA_RANGE (no builder import here)
+
 
 @dataclass
 class MixConfig:
@@ -36,11 +40,12 @@ class MixConfig:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError(f"mix.{f.name} must be a number, got {v!r}")
+                raise ValueError(f"mix.{f.name} must be a number, got {brief(v)}")
             setattr(self, f.name, float(v))
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"mix.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("mixup_alpha", "cutmix_alpha"):  # Beta(a, a) gives NaN as a nears 0
+            if not MIX_ALPHA_RANGE[0] <= getattr(self, name) <= MIX_ALPHA_RANGE[1]:
+                raise ValueError(f"mix.{name} must be in [{MIX_ALPHA_RANGE[0]:g}, "
+                                 f"{MIX_ALPHA_RANGE[1]:g}], got {getattr(self, name)}")
         for name in ("prob", "cutmix_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"mix.{name} must be in [0, 1], got {getattr(self, name)}")

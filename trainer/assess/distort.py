@@ -24,6 +24,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from frozenaug.common.errors import brief
 from frozenaug.imaging.stain import MAX_OD, OD_LUT, stain_matrices
 
 MAX_SEVERITY = 5
@@ -323,7 +324,7 @@ def distort(images: np.ndarray, family: str, severity: int, seed: int = 0) -> np
     """A distorted copy of uint8 ``(N, H, W, 3)`` images; deterministic in (seed, family,
     severity), with the same random choices at every severity."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown distortion {family!r}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown distortion {brief(family)}; known: {', '.join(FAMILIES)}")
     if not 1 <= severity <= MAX_SEVERITY:
         raise ValueError(f"severity must be 1..{MAX_SEVERITY}, got {severity}")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:

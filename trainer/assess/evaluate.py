@@ -22,6 +22,7 @@ from frozenaug import format as fmt
 from frozenaug.common.atomic import write_together
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
+from frozenaug.common.safeparse import read_json
 from frozenaug.common.text import drawable
 from frozenaug.data.intake import check_class_names
 from frozenaug.trainer.assess import compound as compound_module
@@ -78,7 +79,7 @@ def read_run_files(run_dir: str | os.PathLike) -> tuple[FitConfig, list[str], tu
     config = load_run_config(run)
     info_path = run / RUN_INFO_NAME
     try:
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, "run info")
         names = [str(c) for c in info["class_names"]]
         shape = tuple(int(v) for v in info["image_shape"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
@@ -97,7 +98,8 @@ class Inputs:
     source: str
 
 
-def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test") -> Inputs:
+def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test",
+                max_pixels: int | None = None) -> Inputs:
     """A build directory's split (default: the run's own build), an .npz or a class folder.
 
     Build-directory ids are ``<split>/<source index>`` (the sample's row in the builder's input
@@ -123,9 +125,11 @@ def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test") -
         return Inputs(images, stream.labels().astype(np.int64), ids, f"{p} ({split})")
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
     from frozenaug.data.intake import load_dataset
 
     size = run.image_shape[:2]
+    limit = {"max_pixels": max_pixels or DEFAULT_MAX_IMAGE_PIXELS}
     if p.is_dir():  # a folder per class: the same names as the run's, read in the run's order
         folders = sorted(c.name for c in p.iterdir() if c.is_dir() and not c.name.startswith("."))
         if not folders:
@@ -133,9 +137,9 @@ def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test") -
                              f"named {', '.join(run.class_names)}")
         if set(folders) != set(run.class_names):
             _check_names(p, folders, run.class_names)
-        ds = load_dataset(p, size=size, class_names=run.class_names)
+        ds = load_dataset(p, size=size, class_names=run.class_names, **limit)
     else:
-        ds = load_dataset(p, size=size, max_classes=len(run.class_names))
+        ds = load_dataset(p, size=size, max_classes=len(run.class_names), **limit)
         names = list(ds.class_names)
         unnamed = names == [str(i) for i in range(len(names))]  # an npz without class_names
         if not (unnamed and len(names) <= len(run.class_names)):
@@ -288,7 +292,8 @@ def format_robustness(clean: float, rob: dict[str, Any]) -> str:
 
 def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.PathLike, *,
              split: str = "test", distort_: bool = False, severities: int = 3, seed: int = 0,
-             batch_size: int = 64, tta: bool = False, adapt_bn: bool = False) -> dict[str, Any]:
+             batch_size: int = 64, tta: bool = False, adapt_bn: bool = False,
+             max_pixels: int | None = None) -> dict[str, Any]:
     """Evaluate a run on an input; write ``out/metrics.json`` and ``out/confusion.png``.
 
     ``tta`` averages over the 8 dihedral views, ``adapt_bn`` recomputes BatchNorm statistics
@@ -300,7 +305,7 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
     for name in ("metrics.json", "confusion.png"):  # never replace the input with a report
         check_not_input(Path(out) / name, [input_path], "writing there", inside_ok=True)
     run = load_run(run_dir)
-    inputs = load_inputs(run, input_path, split)
+    inputs = load_inputs(run, input_path, split, max_pixels)
     if inputs.labels is None:
         raise InputError(f"{inputs.source}: has no labels to evaluate against (use predict)")
     if not len(inputs.labels):

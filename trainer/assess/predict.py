@@ -18,6 +18,7 @@ import numpy as np
 from frozenaug.common.atomic import atomic_path
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
+from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.intake import load_unlabelled
 from frozenaug.trainer.assess.evaluate import load_inputs, load_run
 from frozenaug.trainer.assess.tta import predict_proba_timed
@@ -38,7 +39,8 @@ def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray
 
 def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,
             split: str = "test", batch_size: int = 64, tta: bool = False,
-            adapt_bn: bool = False, report: Callable[[str], None] | None = None) -> int:
+            adapt_bn: bool = False, report: Callable[[str], None] | None = None,
+            max_pixels: int | None = None) -> int:
     """Predict every image of ``input_path``; return how many rows were written.
 
     ``tta``/``adapt_bn`` as in trainer/tta.py (adapt_bn adapts to these very images; the
@@ -50,11 +52,12 @@ def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike,
     run_files = [Path(run_dir) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
     check_not_input(out, [input_path, *run_files], "writing the CSV there", inside_ok=True)
     run = load_run(run_dir)
-    unlabelled = load_unlabelled(Path(input_path), tuple(run.image_shape[:2]))
+    unlabelled = load_unlabelled(Path(input_path), tuple(run.image_shape[:2]),
+                                 max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
     if unlabelled is not None:
         images, ids = unlabelled
     else:
-        inputs = load_inputs(run, input_path, split)
+        inputs = load_inputs(run, input_path, split, max_pixels)
         images, ids = inputs.images, inputs.ids
     proba, cost = predict_proba_timed(run.model, images, batch_size, tta, adapt_bn)
     write_predictions(out, ids, proba, run.class_names)

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from frozenaug import format as fmt
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.trainer.read import rawio
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class ShardStream:
         decode_threads: int | None = None,
     ) -> None:
         if split not in fmt.SPLITS:
-            raise ValueError(f"split must be one of {fmt.SPLITS}, got {split!r}")
+            raise ValueError(f"split must be one of {fmt.SPLITS}, got {brief(split)}")
         if batch_size < 1 or buffer_blocks < 1:
             raise ValueError("batch_size and buffer_blocks must be >= 1")
         if decode_threads is not None and decode_threads < 1:
@@ -411,7 +411,7 @@ def epoch_order(
     sizes = [int(n) for n in shard_sizes]
     per_shard = [int(block)] * len(sizes) if isinstance(block, int) else [int(b) for b in block]
     if len(per_shard) != len(sizes) or min(per_shard, default=1) < 1:
-        raise ValueError(f"block {block!r}: need one size >= 1, or one per shard")
+        raise ValueError(f"block {brief(block)}: need one size >= 1, or one per shard")
     blocks = [(i, a, min(a + b, n)) for i, (n, b) in enumerate(zip(sizes, per_shard, strict=True))
               for a in range(0, n, b)]
     if seed is None:

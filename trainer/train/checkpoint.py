@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import numpy as np
 
 from frozenaug.common.atomic import TMP_PREFIX, atomic_path, write_bytes, write_json
 from frozenaug.common.errors import InputError
+from frozenaug.common.safeparse import read_json
 from frozenaug.trainer.config import STATE_NAME
 
 CHECKPOINT_DIR = "checkpoints"
@@ -65,7 +65,7 @@ def load_state(run: Path) -> RunState:
     if not path.is_file():
         return RunState()
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, "run state")
         if not isinstance(data, dict) or data.get("phase") not in ("coarse", "fine", "done"):
             raise ValueError("not a run state")
         known = {f.name for f in fields(RunState)}

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ import tensorflow as tf
 
 from frozenaug.common.atomic import write_json
 from frozenaug.common.errors import InputError
+from frozenaug.common.safeparse import read_json
 from frozenaug.format import Manifest, load_manifest
 from frozenaug.imaging.mixing import MixConfig
 from frozenaug.trainer import config as cfgmod
@@ -292,7 +292,7 @@ def check_resume_batch(plan: Plan, state: ckpt.RunState) -> None:
     if not state.history or not info.is_file():
         return
     try:
-        was = json.loads(info.read_text()).get("global_batch_size")
+        was = read_json(info, "run info").get("global_batch_size")
     except (OSError, ValueError, AttributeError):
         return  # run.json is rewritten at this start anyway
     if isinstance(was, int) and was != plan.global_batch:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import keras
 
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
 from frozenaug.trainer.config import MODEL_NAMES, SCRATCH_MODEL_NAMES
 
 HEAD_PREFIX = "head_dense_"
@@ -61,7 +61,7 @@ APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
 
 def check_model_name(name: str) -> str:
     if name not in MODEL_NAMES:
-        raise InputError(f"--model {name!r}: unknown model; allowed: {', '.join(MODEL_NAMES)}")
+        raise InputError(f"--model {brief(name)}: unknown model; allowed: {', '.join(MODEL_NAMES)}")
     return name
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -51,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from frozenaug.common.atomic import TMP_PREFIX
-from frozenaug.common.errors import InputError
+from frozenaug.common.errors import InputError, brief
+from frozenaug.common.safeparse import parse_json
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -92,7 +92,7 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> Cluster:
                          '{"cluster": {"worker": ["host1:port", ...]}, "task": {"type": '
                          '"worker", "index": i}} (README, "Multi-worker training")')
     try:
-        data = json.loads(raw)
+        data = parse_json(raw)
     except ValueError as e:
         raise InputError(f"{where} is not valid JSON ({e})") from None
     if not isinstance(data, dict):
@@ -116,18 +116,19 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> Cluster:
         for h in hosts:
             host, _, port = h.rpartition(":") if isinstance(h, str) else ("", "", "")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise InputError(f"{where}: cluster.{kind} address {h!r} is not 'host:port'")
+                raise InputError(f"{where}: cluster.{kind} address {brief(h)} is not 'host:port'")
         addresses += hosts
     dup = sorted({a for a in addresses if addresses.count(a) > 1})
     if dup:
         raise InputError(f"{where}: address(es) {', '.join(dup)} listed twice")
     kind, index = task.get("type"), task.get("index")
     if kind not in cluster:
-        raise InputError(f"{where}: task.type {kind!r} is not a task type of the cluster "
+        raise InputError(f"{where}: task.type {brief(kind)} is not a task type of the cluster "
                          f"({', '.join(cluster)})")
     if not isinstance(index, int) or isinstance(index, bool) or not (
             0 <= index < len(cluster[kind])):
-        raise InputError(f"{where}: task.index {index!r} is not in 0..{len(cluster[kind]) - 1} "
+        raise InputError(f"{where}: task.index {brief(index)} is not in "
+                         f"0..{len(cluster[kind]) - 1} "
                          f"(cluster.{kind} lists {len(cluster[kind])})")
     return Cluster(workers=len(addresses), task_type=kind, task_index=index,
                    has_chief="chief" in cluster)

@@ -6,13 +6,13 @@ writes, after every check has passed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from frozenaug.common.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import FIT_OWN, fit_inputs, removable, remove
+from frozenaug.common.safeparse import read_json
 from frozenaug.trainer import config as cfgmod
 from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME, STATE_NAME
 from frozenaug.trainer.train import checkpoint as ckpt
@@ -82,7 +82,7 @@ def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, overwrite: bool) -> Non
     cfg_path = run / cfgmod.CONFIG_NAME
     wanted, stored = cfg.to_dict(), None
     if cfg_path.is_file():  # a resume (checked: same config): record changed check keys only
-        stored = json.loads(cfg_path.read_text())
+        stored = read_json(cfg_path, "run config")
         wanted = {**stored, **{k: wanted[k] for k in cfgmod.CHECK_KEYS}}
     if wanted != stored:
         write_json(cfg_path, wanted)
