@@ -186,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
     # The console script exits here, whatever happened: a thread that a library left running
     # (tf.data, a prefetching reader) must not keep a failed command alive.
+    from frozenaug.common.console import run_console
+
     try:
-        code = dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
+        code = run_console(PROG, "frozenaug.trainer.cli:_run", args, hint)
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -27,7 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from frozenaug.common.atomic import TMP_PREFIX, atomic_path, write_bytes, write_json
+from frozenaug.common.atomic import TMP_PREFIX, atomic_path, check_target, write_bytes, write_json
 from frozenaug.common.errors import InputError
 from frozenaug.trainer.config import STATE_NAME
 
@@ -113,6 +113,7 @@ def save_state(run: Path, state: RunState) -> None:
 
 def save_atomic(path: Path, saver: Callable[[str], Any]) -> None:
     """``saver(tmp)`` then rename: the temporary keeps the suffix that Keras insists on."""
+    check_target(path)  # never rename over a device, FIFO or socket put in the run's place
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         saver(str(tmp))
