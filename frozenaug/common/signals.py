@@ -82,11 +82,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _is_tracker(pid: int) -> bool:
+    """A resource tracker (loky's, multiprocessing's): it exits by itself once every process
+    that talks to it is gone, after removing what they registered; killing it first leaks
+    those and makes loky start another with a warning."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return False
+
+
 def stop_children(grace_s: float = 3.0) -> int:
-    """End every descendant: SIGTERM, up to ``grace_s`` for them to exit, then SIGKILL; reap
-    those that are our own children. Returns how many were there."""
-    pids = descendants()
-    if not pids:
+    """End every descendant but the resource trackers: loky's own shutdown first, then
+    SIGTERM, up to ``grace_s`` to exit, SIGKILL; our own children are reaped. The trackers
+    follow when this process exits. Returns how many were stopped."""
+    if not descendants():
         return 0
     with contextlib.suppress(Exception):  # loky's own shutdown first: it joins its workers
         import sys
@@ -94,12 +105,13 @@ def stop_children(grace_s: float = 3.0) -> int:
         if "joblib.externals.loky" in sys.modules:
             from joblib.externals.loky import get_reusable_executor
 
-            get_reusable_executor().shutdown(wait=False, kill_workers=True)
+            get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    pids = [p for p in descendants() if not _is_tracker(p)]
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
+    while pids and time.monotonic() < deadline:
         _reap()
         if not any(_alive(p) for p in pids):
             break
@@ -108,7 +120,6 @@ def stop_children(grace_s: float = 3.0) -> int:
         if _alive(pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-    time.sleep(0.05)
     _reap()
     return len(pids)
 

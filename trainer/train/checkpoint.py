@@ -118,8 +118,10 @@ def save_atomic(path: Path, saver: Callable[[str], Any]) -> None:
     try:
         saver(str(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # Keras' writers raise EFBIG/ENOSPC without a name
         raise
 
 

@@ -68,8 +68,10 @@ from frozenaug.trainer.train import checkpoint as ckpt
 from frozenaug.trainer.train import models
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.bnstats import batchnorm_layers, recompute_bn_statistics
+from frozenaug.trainer.train.buildid import check_resume, identity
 from frozenaug.trainer.train.replicas import distributed_batches, sync_batchnorm
 from frozenaug.trainer.train.rundir import check_run_dir, prepare_run_dir
+from frozenaug.trainer.train.runlock import holding_run
 
 
 def _gpu_present() -> bool:
@@ -220,18 +222,22 @@ def fit(
     models.check_model_name(cfg.model)
     cluster = mw.read_tf_config() if cfg.strategy == "multiworker" else None
     run = Path(out)
-    # Every worker checks the shared run folder: the chief writes only once all have joined.
-    check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
-    state = ckpt.new_state() if overwrite else ckpt.load_state(run)
-    if state.phase == "done":
-        print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
-        return {"epochs": len(state.history), "history": state.history, "resumed": True}
-    kwargs = {"resume": resume, "verbose": verbose, "extra_callbacks": extra_callbacks,
-              "eager": eager}
-    if cluster is None or cluster.chief:
-        return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
-    with mw.private_run_dir(run, copy=not overwrite) as private:
-        return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
+    # One fit per run, its builds not rebuilt meanwhile; a failed first epoch leaves nothing.
+    with holding_run(run, cfg, writer=cluster is None or cluster.chief):
+        # Every worker checks the shared run folder: the chief writes once all have joined.
+        check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
+        state = ckpt.new_state() if overwrite else ckpt.load_state(run)
+        if not overwrite:
+            check_resume(run, cfg.build_dir, cfg.fine_build)  # the build split as it was
+        if state.phase == "done":
+            print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
+            return {"epochs": len(state.history), "history": state.history, "resumed": True}
+        kwargs = {"resume": resume, "verbose": verbose, "extra_callbacks": extra_callbacks,
+                  "eager": eager}
+        if cluster is None or cluster.chief:
+            return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
+        with mw.private_run_dir(run, copy=not overwrite) as private:
+            return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
 
 
 def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Cluster | None,
@@ -406,6 +412,8 @@ def write_run_info(plan: Plan) -> None:
         "val_samples": plan.val.num_samples if plan.val else 0,
         "class_weight": plan.class_weight,
         "fine_build": str(Path(plan.cfg.fine_build).resolve()) if plan.cfg.fine_build else None,
+        **identity(plan.cfg.build_dir),
+        **(identity(plan.cfg.fine_build, "fine_build") if plan.cfg.fine_build else {}),
     })
 
 
