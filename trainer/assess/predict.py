@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from frozenaug.common.atomic import atomic_path
+from frozenaug.common.csvsafe import safe_cell
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
 from frozenaug.data.intake import load_unlabelled
@@ -26,14 +27,17 @@ from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
 
 def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,
                       class_names: list[str]) -> None:
-    """Columns ``id, class, <one per class name>``; written atomically."""
+    """Columns ``id, class, <one per class name>``; written atomically. Text cells that a
+    spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR first) get a leading ``'``
+    (frozenaug.common.csvsafe)."""
     if len(ids) != len(proba):
         raise ValueError("ids and probabilities differ in length")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "class", *class_names])
+        names = [safe_cell(c) for c in class_names]  # no cell a spreadsheet would run
+        w.writerow(["id", "class", *names])
         for i, p in zip(ids, proba, strict=True):
-            w.writerow([i, class_names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
+            w.writerow([safe_cell(i), names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
 
 
 def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,

@@ -135,8 +135,10 @@ def remove_epoch_checkpoints(run: Path, keep: str | None = None) -> None:
 
 def weights_from_file(model: keras.Model, path: Path) -> list[np.ndarray]:
     """The weights that ``path`` holds for ``model``, leaving the model's own untouched."""
+    from frozenaug.trainer.train.ckmatch import load_weights_checked
+
     current = model.get_weights()
-    model.load_weights(path)
+    load_weights_checked(model, path)
     best = model.get_weights()
     model.set_weights(current)
     return best

@@ -69,6 +69,7 @@ from frozenaug.trainer.train import models
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.bnstats import batchnorm_layers, recompute_bn_statistics
 from frozenaug.trainer.train.buildid import check_resume, identity
+from frozenaug.trainer.train.ckmatch import check_matches, load_weights_checked
 from frozenaug.trainer.train.replicas import distributed_batches, sync_batchnorm
 from frozenaug.trainer.train.rundir import check_run_dir, prepare_run_dir
 from frozenaug.trainer.train.runlock import holding_run
@@ -381,7 +382,7 @@ def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
     if state.checkpoint:
         return _load_checkpoint(plan.run / state.checkpoint, plan)
     model = _build(plan, "fine", "none")
-    model.load_weights(plan.run / ckpt.COARSE_FINAL)
+    load_weights_checked(model, plan.run / ckpt.COARSE_FINAL)
     models.set_trainable(model, "fine", plan.cfg.unfreeze, plan.pretrained)
     _compile(model, _optimizer(plan, "fine"), plan)
     return model
@@ -487,6 +488,8 @@ def _load_checkpoint(path: Path, plan: Plan) -> keras.Model:
     except Exception as e:  # a damaged zip or h5 raises many types
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); "
                          "start again with --overwrite") from None
+    # not another net's (the phases' models differ in regularisers only, not in shapes)
+    check_matches(path, model, lambda: _build(plan, "coarse", "none"))
     if isinstance(model.optimizer, keras.optimizers.AdamW):
         model.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)  # not serialised
     _compile(model, model.optimizer, plan)  # the same optimizer object keeps its slots
