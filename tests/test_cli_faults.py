@@ -29,6 +29,9 @@ import cv2
 import numpy as np
 import pytest
 from cases_cli import CASES, FULL_CASES
+from cases_cli_runs3 import register
+
+register(CASES, FULL_CASES)  # round 3: runs, processes, outputs
 
 BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user has it
@@ -55,7 +58,8 @@ def snapshot(root: Path) -> dict[str, str]:
         for name in filenames:
             p = os.path.join(dirpath, name)
             out[os.path.relpath(p, root)] = (
-                "link" if os.path.islink(p) else hashlib.sha256(Path(p).read_bytes()).hexdigest())
+                "link" if os.path.islink(p) else "special" if not os.path.isfile(p)  # a FIFO
+                else hashlib.sha256(Path(p).read_bytes()).hexdigest())
     return out
 
 

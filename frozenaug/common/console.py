@@ -2,7 +2,9 @@
 
 Signals (SIGTERM is Ctrl-C, no child left: frozenaug.common.signals), a stdout whose failure
 cannot spoil the work (frozenaug.common.stdio), no HOME created (frozenaug.common.homedirs),
-the open-file limit (frozenaug.common.limits), then ``errors.dispatch``. In process (tests) the
+a private TMPDIR removed at the end (Keras leaves its
+temporary asset folder behind when a save fails), the open-file limit
+(frozenaug.common.limits), then ``errors.dispatch``. In process (tests) the
 CLIs call ``dispatch`` alone: none of this touches the caller's interpreter.
 """
 
@@ -18,6 +20,7 @@ def run_console(prog: str, target: str, args: object, interrupted: str) -> int:
     """Run one command as the console script ``prog``; return its exit code."""
     signals.install()
     guard = stdio.guard_stdout()
+    private_tmp = homedirs.private_tmpdir()
     config_tmp = homedirs.redirect_config_dirs()
     try:
         from frozenaug.common.limits import ensure_open_files
@@ -31,6 +34,7 @@ def run_console(prog: str, target: str, args: object, interrupted: str) -> int:
     finally:
         signals.stop_children()
         homedirs.remove(config_tmp)
+        homedirs.remove(private_tmp)
     failed = stdio.stdout_failure(guard)
     if failed is not None and code == 0:
         code, line = failed

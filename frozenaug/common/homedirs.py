@@ -43,3 +43,16 @@ def remove(tmp: Path | None) -> None:
     if tmp is not None:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
+
+
+def private_tmpdir() -> Path | None:
+    """A temporary folder of this command (TMPDIR for it and its children), for ``remove``:
+    what a library leaves in it on a failure (Keras' asset folder when a save fails) goes with
+    it. None where TMPDIR is unusable (the libraries then fail in their own words)."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="frozenaug-tmp-"))
+    except OSError:
+        return None
+    tempfile.tempdir = str(tmp)
+    os.environ["TMPDIR"] = str(tmp)
+    return tmp

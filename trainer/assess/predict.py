@@ -34,10 +34,15 @@ def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray
         raise ValueError("ids and probabilities differ in length")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
+        # csv quotes only what holds "\n" (the line end): a CR inside a name would split its
+        # row for every reader, so such rows are written fully quoted
+        cr = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
         names = [safe_cell(c) for c in class_names]  # no cell a spreadsheet would run
-        w.writerow(["id", "class", *names])
+        (cr if any("\r" in c for c in names) else w).writerow(["id", "class", *names])
         for i, p in zip(ids, proba, strict=True):
-            w.writerow([safe_cell(i), names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
+            cell = safe_cell(i)
+            (cr if "\r" in cell else w).writerow(
+                [cell, names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
 
 
 def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,
