@@ -23,9 +23,13 @@ from frozenaug.format import MANIFEST_NAME
 from frozenaug.trainer.config import RUN_INFO_NAME
 
 
-def split_sha256(build: str | os.PathLike) -> str:
-    """sha256 of the build's split (canonical JSON of its fingerprint and rows)."""
+def split_sha256(build: str | os.PathLike) -> str | None:
+    """sha256 of the build's split (canonical JSON of its fingerprint and rows); None for a
+    build without split.json (hand-made ones, in tests)."""
     from frozenaug.trainer.config import _split_of  # the reader fit's --fine-build check uses
+
+    if not (Path(build) / "split.json").exists():
+        return None
 
     class _Root:  # _split_of wants a manifest; only its root is read
         root = Path(build)
