@@ -102,7 +102,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call from a build
     args = build_parser().parse_args(argv)
-    return dispatch(PROG, COMMANDS[args.command], args, "run the same command again to resume")
+    hint = "run the same command again to resume"
+    if argv is not None:  # in process (tests): leave the caller's signals and stdout alone
+        return dispatch(PROG, COMMANDS[args.command], args, hint)
+    from frozenaug.common.console import run_console
+
+    return run_console(PROG, COMMANDS[args.command], args, hint)
 
 
 if __name__ == "__main__":

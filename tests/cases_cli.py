@@ -23,8 +23,8 @@ Prep = Callable[[Path], None] | None
 def copy(w: Path, d: Path, name: str) -> None:
     src, dst = w / name, d / name
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dst)
+    if src.is_dir():  # not the .lock of a command reading the world's build at that moment
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock"))
     else:
         shutil.copy(src, dst)
 

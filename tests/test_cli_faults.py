@@ -30,8 +30,10 @@ import numpy as np
 import pytest
 from cases_cli import CASES, FULL_CASES
 from cases_cli_inputs3 import INPUT_CASES
+from cases_cli_runs3 import register
 
 CASES = {**CASES, **INPUT_CASES}  # round 3, the input side (docs/FAULTS.md)
+register(CASES, FULL_CASES)  # round 3: runs, processes, outputs
 
 BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user has it

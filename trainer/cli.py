@@ -155,8 +155,11 @@ def precheck(args: argparse.Namespace) -> None:
     elif out.is_dir():
         raise InputError(f"{out}: is a folder; --out names the CSV file to write")
     else:
+        from frozenaug.common.atomic import check_target
         from frozenaug.common.owned import check_not_input
         from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+
+        check_target(out)  # a device, FIFO or socket: refused before any work
 
         run_files = [Path(args.run) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
         check_not_input(out, [args.input, *run_files], "writing the CSV there", inside_ok=True)
@@ -202,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
     # The console script exits here, whatever happened: a thread that a library left running
     # (tf.data, a prefetching reader) must not keep a failed command alive.
+    from frozenaug.common.console import run_console
+
     try:
-        code = dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
+        code = run_console(PROG, "frozenaug.trainer.cli:_run", args, hint)
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -233,10 +238,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from frozenaug.trainer.assess.evaluate import evaluate, format_robustness
     from frozenaug.trainer.assess.tta import Cost
+    from frozenaug.trainer.config import load_run_config
+    from frozenaug.trainer.train import buildid
+    from frozenaug.trainer.train.runlock import reading_run
 
-    m = evaluate(args.run, args.input, args.out, split=args.split, distort_=args.distort,
-                 severities=args.severities, seed=args.seed, batch_size=_batch(args),
-                 tta=args.tta, adapt_bn=args.adapt_bn, max_pixels=args.max_image_pixels)
+    named = args.input is not None
+    data = args.input if named else buildid.default_build(
+        args.run, load_run_config(args.run).build_dir)
+    buildid.check_input(args.run, data, named)
+    with reading_run(args.run, data):
+        m = evaluate(args.run, data, args.out, split=args.split, distort_=args.distort,
+                     severities=args.severities, seed=args.seed, batch_size=_batch(args),
+                     tta=args.tta, adapt_bn=args.adapt_bn,
+                     max_pixels=args.max_image_pixels)
     print(f"{m['input']}: {m['samples']} images, accuracy {m['accuracy']:.4f}, "
           f"macro F1 {m['macro_f1']:.4f}")
     cost = Cost(**m["cost"]).describe()
@@ -249,10 +263,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from frozenaug.trainer.assess.predict import predict
+    from frozenaug.trainer.train import buildid
+    from frozenaug.trainer.train.runlock import reading_run
 
-    n = predict(args.run, args.input, args.out, split=args.split, batch_size=_batch(args),
-                tta=args.tta, adapt_bn=args.adapt_bn, report=print,
-                max_pixels=args.max_image_pixels)
+    buildid.check_input(args.run, args.input, named=True)
+    with reading_run(args.run, args.input):
+        n = predict(args.run, args.input, args.out, split=args.split, batch_size=_batch(args),
+                    tta=args.tta, adapt_bn=args.adapt_bn, report=print,
+                    max_pixels=args.max_image_pixels)
     print(f"{args.out}: {n} predictions")
     return 0
 

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +24,17 @@ def _fs_error(path: Path, e: OSError) -> InputError:
     return InputError(f"{path}: cannot write it: {what} ({e.strerror}); nothing was written")
 
 
-def _check_target(path: Path) -> None:
-    """A folder where a file is to go would make the final rename fail after all the work."""
+def check_target(path: Path) -> None:
+    """Refuse, before any work, a target the final rename must not replace: a folder (the
+    rename would fail after all the work) or anything else that is not a regular file, such
+    as a device (``--out /dev/null`` as root would replace the system's), a FIFO or a socket,
+    or a symlink to one (the rename replaces the link; writing through it is not atomic)."""
     if path.is_dir():
         raise InputError(f"{path}: is a folder; name a file to write")
+    kind = _special_kind(path)
+    if kind:
+        raise InputError(f"{path}: is {kind}, not a regular file; a write would replace it, "
+                         "so name a regular file (or a new name) to write")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -41,7 +49,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    _check_target(path)
+    check_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
@@ -68,6 +76,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _special_kind(path: Path) -> str:
+    """What ``path`` is when it exists (through a symlink) and is not a regular file, else ""."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing, or a dangling link: a new file goes there
+        return ""
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind + (" (through a symlink)" if path.is_symlink() else "")
+    return "" if stat.S_ISREG(mode) else "not a regular file"
+
+
 def write_together(files: dict[Path, bytes]) -> None:
     """Write several files so that they appear together or not at all (metrics.json and its
     PNG, scan.json and its contact sheet): every temporary is written and fsynced first, then
@@ -77,7 +98,7 @@ def write_together(files: dict[Path, bytes]) -> None:
         InputError: the disk is full or read-only (the line names the file).
     """
     for p in files:
-        _check_target(Path(p))
+        check_target(Path(p))
     made = {d for p in files for d in Path(p).absolute().parents if not d.exists()}
     tmps: list[tuple[Path, Path]] = []
     path = Path()

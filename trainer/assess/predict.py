@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from frozenaug.common.atomic import atomic_path
+from frozenaug.common.csvsafe import safe_cell
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
 from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
@@ -27,14 +28,22 @@ from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
 
 def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,
                       class_names: list[str]) -> None:
-    """Columns ``id, class, <one per class name>``; written atomically."""
+    """Columns ``id, class, <one per class name>``; written atomically. Text cells that a
+    spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR first) get a leading ``'``
+    (frozenaug.common.csvsafe)."""
     if len(ids) != len(proba):
         raise ValueError("ids and probabilities differ in length")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "class", *class_names])
+        # csv quotes only what holds "\n" (the line end): a CR inside a name would split its
+        # row for every reader, so such rows are written fully quoted
+        cr = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        names = [safe_cell(c) for c in class_names]  # no cell a spreadsheet would run
+        (cr if any("\r" in c for c in names) else w).writerow(["id", "class", *names])
         for i, p in zip(ids, proba, strict=True):
-            w.writerow([i, class_names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
+            cell = safe_cell(i)
+            (cr if "\r" in cell else w).writerow(
+                [cell, names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
 
 
 def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,

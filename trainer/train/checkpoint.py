@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from frozenaug.common.atomic import TMP_PREFIX, atomic_path, write_bytes, write_json
+from frozenaug.common.atomic import TMP_PREFIX, atomic_path, check_target, write_bytes, write_json
 from frozenaug.common.errors import InputError
 from frozenaug.common.safeparse import read_json
 from frozenaug.trainer.config import STATE_NAME
@@ -109,12 +109,15 @@ def save_state(run: Path, state: RunState) -> None:
 
 def save_atomic(path: Path, saver: Callable[[str], Any]) -> None:
     """``saver(tmp)`` then rename: the temporary keeps the suffix that Keras insists on."""
+    check_target(path)  # never rename over a device, FIFO or socket put in the run's place
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         saver(str(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # Keras' writers raise EFBIG/ENOSPC without a name
         raise
 
 
@@ -128,8 +131,10 @@ def remove_epoch_checkpoints(run: Path, keep: str | None = None) -> None:
 
 def weights_from_file(model: keras.Model, path: Path) -> list[np.ndarray]:
     """The weights that ``path`` holds for ``model``, leaving the model's own untouched."""
+    from frozenaug.trainer.train.ckmatch import load_weights_checked
+
     current = model.get_weights()
-    model.load_weights(path)
+    load_weights_checked(model, path)
     best = model.get_weights()
     model.set_weights(current)
     return best

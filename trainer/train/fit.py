@@ -69,8 +69,11 @@ from frozenaug.trainer.train import checkpoint as ckpt
 from frozenaug.trainer.train import keras_fixes, models
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.bnstats import batchnorm_layers, recompute_bn_statistics
+from frozenaug.trainer.train.buildid import check_resume, identity
+from frozenaug.trainer.train.ckmatch import check_matches, load_weights_checked
 from frozenaug.trainer.train.replicas import distributed_batches, sync_batchnorm
 from frozenaug.trainer.train.rundir import check_run_dir, prepare_run_dir
+from frozenaug.trainer.train.runlock import holding_run
 
 
 def _gpu_present() -> bool:
@@ -211,19 +214,23 @@ def fit(
     models.check_model_name(cfg.model)
     cluster = mw.read_tf_config() if cfg.strategy == "multiworker" else None
     run = Path(out)
-    # Every worker checks the shared run folder: the chief writes only once all have joined.
-    check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
-    state = ckpt.RunState() if overwrite else ckpt.load_state(run)
-    if state.phase == "done":
-        print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
-        return {"epochs": len(state.history), "history": state.history, "resumed": True}
-    kwargs = {"resume": resume, "verbose": verbose, "extra_callbacks": extra_callbacks,
-              "eager": eager}
-    with keras_fixes.multiworker_fixes() if cluster else contextlib.nullcontext():
-        if cluster is None or cluster.chief:
-            return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
-        with mw.private_run_dir(run, copy=not overwrite) as private:
-            return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
+    # One fit per run, its builds not rebuilt meanwhile; a failed first epoch leaves nothing.
+    with holding_run(run, cfg, writer=cluster is None or cluster.chief):
+        # Every worker checks the shared run folder: the chief writes once all have joined.
+        check_run_dir(run, cfg, resume=resume, overwrite=overwrite)
+        state = ckpt.RunState() if overwrite else ckpt.load_state(run)
+        if not overwrite:
+            check_resume(run, cfg.build_dir, cfg.fine_build)  # the build split as it was
+        if state.phase == "done":
+            print(f"{run}: training already finished; nothing to resume", file=sys.stderr)
+            return {"epochs": len(state.history), "history": state.history, "resumed": True}
+        kwargs = {"resume": resume, "verbose": verbose, "extra_callbacks": extra_callbacks,
+                  "eager": eager}
+        with keras_fixes.multiworker_fixes() if cluster else contextlib.nullcontext():
+            if cluster is None or cluster.chief:
+                return _fit(cfg, run, state, cluster, overwrite=overwrite, **kwargs)
+            with mw.private_run_dir(run, copy=not overwrite) as private:
+                return _fit(cfg, private, state, cluster, overwrite=False, **kwargs)
 
 
 def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Cluster | None,
@@ -367,7 +374,7 @@ def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
     if state.checkpoint:
         return _load_checkpoint(plan.run / state.checkpoint, plan)
     model = _build(plan, "fine", "none")
-    model.load_weights(plan.run / ckpt.COARSE_FINAL)
+    load_weights_checked(model, plan.run / ckpt.COARSE_FINAL)
     models.set_trainable(model, "fine", plan.cfg.unfreeze, plan.pretrained)
     _compile(model, _optimizer(plan, "fine"), plan)
     return model
@@ -399,6 +406,8 @@ def write_run_info(plan: Plan) -> None:
         "class_weight": plan.class_weight,
         "fine_build": str(Path(plan.cfg.fine_build).resolve()) if plan.cfg.fine_build else None,
         "fine_lr": plan.cfg.fine_lr_value,  # config.json keeps "auto"; this is what trained
+        **identity(plan.cfg.build_dir),
+        **(identity(plan.cfg.fine_build, "fine_build") if plan.cfg.fine_build else {}),
     })
 
 
@@ -472,6 +481,8 @@ def _load_checkpoint(path: Path, plan: Plan) -> keras.Model:
     except Exception as e:  # a damaged zip or h5 raises many types
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); "
                          "start again with --overwrite") from None
+    # not another net's (the phases' models differ in regularisers only, not in shapes)
+    check_matches(path, model, lambda: _build(plan, "coarse", "none"))
     if isinstance(model.optimizer, keras.optimizers.AdamW):
         model.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)  # not serialised
     _compile(model, model.optimizer, plan)  # the same optimizer object keeps its slots

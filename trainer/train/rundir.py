@@ -11,6 +11,7 @@ from pathlib import Path
 from frozenaug.common.atomic import TMP_PREFIX, remove_stale_temporaries, write_json
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
+from frozenaug.common.lock import LOCK_NAME
 from frozenaug.common.owned import FIT_OWN, fit_inputs, removable, remove
 from frozenaug.common.safeparse import read_json
 from frozenaug.trainer import config as cfgmod
@@ -59,7 +60,7 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
         removable(run, RUN_FILES, FIT_OWN, fit_inputs(cfg.build_dir, cfg.weights, cfg.fine_build))
     # What would be left: --overwrite removes fit's own files; a kill's temporaries never count.
     others = [p.name for p in run.iterdir() if not p.name.startswith(TMP_PREFIX)
-              and not (overwrite and p.name in RUN_FILES)]
+              and p.name != LOCK_NAME and not (overwrite and p.name in RUN_FILES)]
     if others:
         raise InputError(
             f"{run}: not empty and not a frozenaug-train run (no {cfgmod.CONFIG_NAME}); "
