@@ -1,7 +1,7 @@
 """``frozenaug-build``: scan, clean, build, verify, inspect and preview.
 
 Each subcommand's work lives in the module of its stage; this file parses arguments, checks
-the flags before any heavy import, and hands the command to ``frozenaug.common.errors.dispatch``
+the flags before any heavy import, and hands the command to ``frozenaug.common.dispatch.dispatch``
 (``InputError`` -> one line on stderr, exit code 2). The report commands (scan, clean,
 verify, inspect, preview) keep their ``cmd_*`` in their stage's module: there the command is
 the stage's output itself, not a wrapper around it.
@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-from frozenaug.common.errors import OneLineParser, dispatch
+from frozenaug.common.dispatch import dispatch
+from frozenaug.common.errors import OneLineParser
 
 PROG = "frozenaug-build"
 

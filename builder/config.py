@@ -17,8 +17,8 @@ from typing import Any
 from frozenaug import format as fmt
 from frozenaug.builder.clean.options import OUTLIER_MIN, SPLIT, THRESHOLD
 from frozenaug.common.errors import InputError, brief
+from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.common.options import Option, field_of, option, options_of, resolve
-from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 
 BACKENDS = ("loky", "dask")
 # Options that change how fast a build runs or where it goes, never what it writes.

@@ -16,11 +16,11 @@ import yaml
 
 from frozenaug.common.environ import check_environment
 from frozenaug.common.errors import InputError, brief
+from frozenaug.common.imageheaders import image_header
 from frozenaug.common.libversions import library_versions, pixel_differences
 from frozenaug.common.safeio import read_bytes, read_text
 from frozenaug.common.safeparse import ParseLimitError, json_depth, parse_json, parse_yaml
 from frozenaug.data.decode import read_image_file
-from frozenaug.data.headers import image_header
 from frozenaug.data.members import duplicates
 from frozenaug.format.paths import path_problem
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from frozenaug.common import errors, lock, oserrors, signals
+from frozenaug.common import dispatch, errors, lock, oserrors, signals
 from frozenaug.common.csvsafe import safe_cell
 
 BIN = Path(sys.executable).parent
@@ -112,10 +112,10 @@ def test_sigterm_fit_stops_cleanly_and_resumes(world, tmp_path):
 def test_keyboardinterrupt_without_a_signal_is_not_an_interrupt(monkeypatch, capsys):
     monkeypatch.setattr(signals, "_installed", True)
     monkeypatch.setattr(signals, "_received", None)
-    assert errors.dispatch("frozenaug-train", f"{__name__}:_raise_interrupt", None, "x") == 2
+    assert dispatch.dispatch("frozenaug-train", f"{__name__}:_raise_interrupt", None, "x") == 2
     assert "interrupted" not in capsys.readouterr().err
     monkeypatch.setattr(signals, "_received", signal.SIGTERM)
-    assert errors.dispatch("frozenaug-train", f"{__name__}:_raise_interrupt", None, "x") == 130
+    assert dispatch.dispatch("frozenaug-train", f"{__name__}:_raise_interrupt", None, "x") == 130
 
 
 def _raise_interrupt(args) -> int:

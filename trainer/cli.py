@@ -3,7 +3,7 @@
 Each subcommand's work lives in the module of its stage; this file parses arguments, checks
 what needs no TensorFlow, and turns the arguments into one call of that module (the ``cmd_*``
 wrappers, which import it late so that ``--help`` and a mistyped flag stay fast), through
-``frozenaug.common.errors.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
+``frozenaug.common.dispatch.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from frozenaug.common.errors import InputError, OneLineParser, dispatch
+from frozenaug.common.dispatch import dispatch
+from frozenaug.common.errors import InputError, OneLineParser
 from frozenaug.common.options import add_flags
 from frozenaug.trainer.config import FLAG_NAMES
 from frozenaug.trainer.config import OPTIONS as FIT_OPTIONS
@@ -35,7 +36,7 @@ def _batch_size(p: argparse.ArgumentParser) -> None:
 
 
 def _max_pixels(p: argparse.ArgumentParser) -> None:
-    from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
+    from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 
     p.add_argument("--max-image-pixels", type=int, default=None,
                    help="the most pixels (width x height) one input image may have, checked "

@@ -39,7 +39,7 @@ from frozenaug.builder.clean.split import (
 from frozenaug.builder.clean.split import split_indices as _split_indices
 from frozenaug.common.atomic import atomic_path, write_json, write_together
 from frozenaug.common.errors import InputError
-from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
+from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.imagefile import CHUNK_BYTES, drop_pages
 from frozenaug.data.intake import Dataset, fingerprint, load_dataset, parse_classes, parse_size
 from frozenaug.format.schema import SPLITS

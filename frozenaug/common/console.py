@@ -4,7 +4,7 @@ Signals (SIGTERM is Ctrl-C, no child left: frozenaug.common.signals), a stdout w
 cannot spoil the work (frozenaug.common.stdio), no HOME created (frozenaug.common.homedirs),
 a private TMPDIR removed at the end (Keras leaves its
 temporary asset folder behind when a save fails), the open-file limit
-(frozenaug.common.limits), then ``errors.dispatch``. In process (tests) the
+(frozenaug.common.limits), then ``dispatch.dispatch``. In process (tests) the
 CLIs call ``dispatch`` alone: none of this touches the caller's interpreter.
 """
 
@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 
 from frozenaug.common import homedirs, signals, stdio
-from frozenaug.common.errors import EXIT_INPUT_ERROR, InputError, dispatch
+from frozenaug.common.dispatch import dispatch
+from frozenaug.common.errors import EXIT_INPUT_ERROR, InputError
 
 
 def run_console(prog: str, target: str, args: object, interrupted: str) -> int:

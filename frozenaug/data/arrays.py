@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from frozenaug.common.errors import InputError, brief
-from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
+from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.members import check_entry, check_image_size
 
 _CHUNK_BYTES = 1 << 20  # input bytes read and converted at a time

@@ -2,7 +2,7 @@
 
 The order matters: the file must be a regular file (a FIFO would block, ``/dev/zero`` never
 ends) no larger than the limit for the pixel limit; its header must state a size (a format
-``data.headers`` knows); that size must be within ``max_pixels``. Only then does OpenCV decode
+``common.imageheaders`` knows); that size must be within ``max_pixels``. Only then OpenCV decodes
 it. A file that breaks the first or third rule is an error (``InputError``): skipping it as
 unreadable would hide a decompression bomb or a pipe among the images. A file that cannot be
 opened, states no size, or does not decode is unreadable (``None``), which the intake skips
@@ -17,18 +17,15 @@ import cv2
 import numpy as np
 
 from frozenaug.common.errors import InputError
+from frozenaug.common.imageheaders import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    FLAG,
+    check_pixels,
+    image_header,
+    max_image_file_bytes,
+)
 from frozenaug.common.safeio import read_bytes
 from frozenaug.data.arrays import resize, to_rgb
-from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS, image_header, max_image_file_bytes
-
-FLAG = "--max-image-pixels"
-
-
-def check_pixels(width: int, height: int, max_pixels: int, where: str, what: str = "") -> None:
-    """Refuse an image of more than ``max_pixels`` pixels, naming the flag that raises it."""
-    if width * height > max_pixels:
-        raise InputError(f"{where}: {what}{width}x{height} = {width * height:,} pixels, more "
-                         f"than the limit of {max_pixels:,} ({FLAG} raises it)")
 
 
 def read_image_file(path: str | os.PathLike, size: tuple[int, int],

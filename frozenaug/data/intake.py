@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from frozenaug.common.errors import InputError, brief
+from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.common.safeio import CONFIG_MAX_BYTES, read_text
 from frozenaug.data.arrays import (
     NpzMember,
@@ -41,7 +42,6 @@ from frozenaug.data.arrays import (
     read_labels,
 )
 from frozenaug.data.decode import read_image_file
-from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.imagefile import ImageFile, iter_rows
 from frozenaug.data.members import check_rows, duplicates, load_npz
 

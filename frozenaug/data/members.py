@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from frozenaug.common.errors import InputError
+from frozenaug.common.imageheaders import check_pixels
 from frozenaug.common.safeio import open_binary
 
 MAX_IMAGE_BYTES = 256 << 20  # one npz image: 8192x8192x4 uint8, 4096x4096x4 float32
@@ -61,8 +62,6 @@ def check_image_size(shape: tuple[int, ...], dtype: np.dtype, max_pixels: int,
                      where: str) -> None:
     """One image of an (N,H,W[,C]) array: H x W within ``max_pixels``, its bytes within
     ``MAX_IMAGE_BYTES``."""
-    from frozenaug.data.decode import check_pixels
-
     if len(shape) < 3:
         return
     h, w = int(shape[1]), int(shape[2])

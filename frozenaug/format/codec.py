@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import simplejpeg
 
-from frozenaug.data.headers import image_header
+from frozenaug.common.imageheaders import image_header
 from frozenaug.format import schema as fmt
 
 # Bytes a single encoded image may take beyond its raw pixels: measured on uniform noise, the

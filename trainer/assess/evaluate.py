@@ -125,7 +125,7 @@ def load_inputs(run: Run, path: str | os.PathLike | None, split: str = "test",
         return Inputs(images, stream.labels().astype(np.int64), ids, f"{p} ({split})")
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
-    from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
+    from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
     from frozenaug.data.intake import load_dataset
 
     size = run.image_shape[:2]

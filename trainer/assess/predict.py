@@ -18,8 +18,8 @@ import numpy as np
 from frozenaug.common.atomic import atomic_path
 from frozenaug.common.csvsafe import safe_cell
 from frozenaug.common.errors import InputError
+from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.common.owned import check_not_input
-from frozenaug.data.headers import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.intake import load_unlabelled
 from frozenaug.trainer.assess.evaluate import load_inputs, load_run
 from frozenaug.trainer.assess.tta import predict_proba_timed

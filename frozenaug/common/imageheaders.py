@@ -14,6 +14,8 @@ import re
 import struct
 from typing import NamedTuple
 
+from frozenaug.common.errors import InputError
+
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 26  # 67,108,864: 8192x8192 (PIL warns at 89 M, fails at 179 M)
 BYTES_PER_PIXEL_LIMIT = 8  # a file may hold up to 16-bit RGBA, uncompressed, per allowed pixel
 HEADER_SLACK_BYTES = 16 << 20  # and metadata (EXIF, ICC, XMP) beside it
@@ -177,3 +179,13 @@ def image_header(data: bytes | memoryview) -> ImageHeader | None:
     except (struct.error, ValueError):
         return None
     return None
+
+
+FLAG = "--max-image-pixels"
+
+
+def check_pixels(width: int, height: int, max_pixels: int, where: str, what: str = "") -> None:
+    """Refuse an image of more than ``max_pixels`` pixels, naming the flag that raises it."""
+    if width * height > max_pixels:
+        raise InputError(f"{where}: {what}{width}x{height} = {width * height:,} pixels, more "
+                         f"than the limit of {max_pixels:,} ({FLAG} raises it)")
