@@ -19,7 +19,6 @@ raises the CLI's errors: :class:`InputError` (one line naming the file or option
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from frozenaug import format as fmt
 from frozenaug.common.errors import InputError
+from frozenaug.common.safeparse import read_json
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -162,7 +162,7 @@ def scan(input: str | os.PathLike, out: str | os.PathLike, **options: Any) -> di
     args = _namespace(SCAN_OPTIONS, {**options, "input": str(input), "out": str(out)}, "scan")
     check_flags(args, SCAN_OPTIONS)
     cmd_scan(args)
-    return json.loads((Path(out) / "scan.json").read_text())
+    return read_json(Path(out) / "scan.json", "scan report")
 
 
 def clean(input: str | os.PathLike, out: str | os.PathLike, **options: Any) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def clean(input: str | os.PathLike, out: str | os.PathLike, **options: Any) -> d
     args = _namespace(CLEAN_OPTIONS, {**options, "input": str(input), "out": str(out)}, "clean")
     check_flags(args, CLEAN_OPTIONS)
     cmd_clean(args)
-    return json.loads((Path(out) / "split.json").read_text())
+    return read_json(Path(out) / fmt.SPLIT_NAME, "split file")
 
 
 def build(input: str | os.PathLike, out: str | os.PathLike, *, config: str | None = None,

@@ -16,7 +16,7 @@ from conftest import make_images
 
 from frozenaug.builder.cli import main as build_main
 from frozenaug.common.errors import InputError
-from frozenaug.data import intake
+from frozenaug.data import folders
 from frozenaug.data.imagefile import ImageFile, drop_pages, iter_rows, read_rows
 from frozenaug.data.intake import fingerprint, load_dataset
 
@@ -77,7 +77,7 @@ def test_resized_and_medmnist_gray_equal_the_in_memory_read(tmp_path: Path) -> N
 
 def test_folders_with_unreadable_files_equal_the_in_memory_read(tmp_path: Path,
                                                                 monkeypatch) -> None:
-    monkeypatch.setattr(intake, "FOLDER_BATCH", 3)  # gaps inside and across batches
+    monkeypatch.setattr(folders, "FOLDER_BATCH", 3)  # gaps inside and across batches
     imgs = make_images(11, 9, 9)
     root = tmp_path / "in"
     names, want = [], []
@@ -134,7 +134,7 @@ def test_an_interrupted_intake_leaves_nothing(tmp_path: Path, monkeypatch, capsy
         (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / "ab"[i % 2] / f"{i}.png"), img)
     before = sorted(p.name for p in tmp_path.iterdir())
-    read, calls = intake.read_image, []
+    read, calls = folders.read_image, []
 
     def dying(path: Path, size: tuple[int, int], *limit: int) -> np.ndarray | None:
         calls.append(path)
@@ -143,12 +143,12 @@ def test_an_interrupted_intake_leaves_nothing(tmp_path: Path, monkeypatch, capsy
             raise KeyboardInterrupt
         return read(path, size, *limit)
 
-    monkeypatch.setattr(intake, "read_image", dying)
+    monkeypatch.setattr(folders, "read_image", dying)
     assert build_main(["build", str(root), "--out", str(tmp_path / "out"), "--size", "16",
                        "--jobs", "1", "--no-clean", "--policy", "none", "--epochs", "1"]) == 130
     assert len(calls) == 20 and "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    monkeypatch.setattr(intake, "read_image", read)
+    monkeypatch.setattr(folders, "read_image", read)
     assert build_main(["build", str(root), "--out", str(tmp_path / "out"), "--size", "16",
                        "--jobs", "1", "--no-clean", "--policy", "none", "--epochs", "1"]) == 0
     assert not (tmp_path / "out" / ".work").exists()  # input.npy went with it

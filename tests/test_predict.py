@@ -59,7 +59,8 @@ def test_write_predictions_is_plain_csv(tmp_path):
 def test_predict_unlabelled_folder_and_npz(run, tmp_path):
     import cv2
 
-    from frozenaug.trainer.assess.evaluate import load_run, predict_proba
+    from frozenaug.trainer.assess.evaluate import load_run
+    from frozenaug.trainer.assess.tta import predict_proba
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)

@@ -13,11 +13,15 @@ from frozenaug.format.check import (  # noqa: F401
     problems,
     sha256_file,
 )
-from frozenaug.format.manifest import (  # noqa: F401
+from frozenaug.format.manifest import (  # noqa: F401  # noqa: F401
     Manifest,
     ShardEntry,
     load_manifest,
     make_manifest,
+    read_split_identity,
+)
+from frozenaug.format.paths import (  # noqa: F401
+    path_problem,
 )
 from frozenaug.format.schema import (  # noqa: F401
     ATTR_CLASS_NAMES,

@@ -145,12 +145,7 @@ class Manifest:
     def split_identity(self) -> tuple[str, Any]:
         """The input fingerprint and the rows of each split (the build's split.json): two
         builds with equal identities hold the same images in the same splits."""
-        path = self.root / SPLIT_NAME
-        try:
-            split = read_json(path, "split file")
-            return str(split["input_fingerprint"]), split["splits"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None
+        return read_split_identity(self.root)
 
 
 def load_manifest(build_dir: str | os.PathLike) -> Manifest:
@@ -236,3 +231,11 @@ def make_manifest(
     return {**core, **extra}
 
 
+def read_split_identity(build_dir: str | os.PathLike) -> tuple[str, Any]:
+    """``Manifest.split_identity`` of a build folder, read from its split.json alone."""
+    path = Path(build_dir) / SPLIT_NAME
+    try:
+        split = read_json(path, "split file")
+        return str(split["input_fingerprint"]), split["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: unreadable split ({type(e).__name__}: {e})") from None

@@ -19,22 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from frozenaug.common.errors import InputError
-from frozenaug.format import MANIFEST_NAME
+from frozenaug.common.safeparse import read_json
+from frozenaug.format import MANIFEST_NAME, SPLIT_NAME, read_split_identity
 from frozenaug.trainer.config import RUN_INFO_NAME
 
 
 def split_sha256(build: str | os.PathLike) -> str | None:
     """sha256 of the build's split (canonical JSON of its fingerprint and rows); None for a
     build without split.json (hand-made ones, in tests)."""
-    from frozenaug.trainer.config import _split_of  # the reader fit's --fine-build check uses
-
-    if not (Path(build) / "split.json").exists():
+    if not (Path(build) / SPLIT_NAME).exists():
         return None
-
-    class _Root:  # _split_of wants a manifest; only its root is read
-        root = Path(build)
-
-    text = json.dumps(list(_split_of(_Root)), sort_keys=True, separators=(",", ":"))
+    # the identity fit's --fine-build check compares
+    text = json.dumps(list(read_split_identity(build)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -50,8 +46,8 @@ def identity(build: str | os.PathLike, prefix: str = "build") -> dict[str, Any]:
 
 def _info(run: str | os.PathLike) -> dict[str, Any]:
     try:
-        info = json.loads((Path(run) / RUN_INFO_NAME).read_text())
-    except (OSError, ValueError):
+        info = read_json(Path(run) / RUN_INFO_NAME, "run file")
+    except (OSError, ValueError, InputError):
         return {}
     return info if isinstance(info, dict) else {}
 

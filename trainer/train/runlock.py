@@ -14,7 +14,6 @@ with finished epochs stays, for ``--resume``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from frozenaug.common.errors import InputError
 from frozenaug.common.lock import folder_lock, read_lock
 from frozenaug.common.owned import FIT_OWN, fit_inputs, removable, remove
+from frozenaug.common.safeparse import read_json
 from frozenaug.trainer.config import STATE_NAME
 
 FIT_BUSY = ("another fit is writing this run (pid {holder} holds {lock}); wait for it to "
@@ -42,8 +42,8 @@ def _entries(run: Path) -> set[tuple[str, int]]:
 
 def _epochs_done(run: Path) -> int:
     try:
-        return len(json.loads((run / STATE_NAME).read_text()).get("history", []))
-    except (OSError, ValueError, AttributeError, TypeError):
+        return len(read_json(run / STATE_NAME, "run state").get("history", []))
+    except (OSError, ValueError, AttributeError, TypeError, InputError):
         return 0
 
 
