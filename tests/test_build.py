@@ -132,7 +132,7 @@ def _kill_after_first_shard(inp: Path, out: Path) -> None:
     """Run the CLI in a subprocess whose shard writes are slowed, SIGKILL it mid-build."""
     driver = (
         "import sys, time\n"
-        "import frozenaug.builder.write.build as b\n"
+        "import frozenaug.builder.write.tasks as b\n"
         "real = b.write_shard\n"
         "def slow(*a, **k):\n"
         "    time.sleep(0.3)\n"
@@ -198,7 +198,7 @@ def test_each_thread_has_its_own_augmenter():
     from concurrent.futures import ThreadPoolExecutor
 
     from frozenaug.builder.augment.policy import load_policy
-    from frozenaug.builder.write.build import _augmenter
+    from frozenaug.builder.write.tasks import _augmenter
 
     policy = load_policy("light")
     assert _augmenter(policy) is _augmenter(policy)

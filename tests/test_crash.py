@@ -155,7 +155,7 @@ SLOW_BUILD = (
     "def slow(*a, **k):\n"
     "    time.sleep(0.2)\n"
     "    return real(*a, **k)\n"
-    "s.write_shard = slow  # before frozenaug.builder.write.build imports it\n"
+    "s.write_shard = slow  # before frozenaug.builder.write.tasks imports it\n"
     "from frozenaug.builder.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

@@ -102,9 +102,9 @@ def test_dask_cluster_matches_local_build(tiny, tmp_path, capsys, monkeypatch):
 
 
 def test_unreachable_scheduler_is_one_line_exit_2(tiny, tmp_path, capsys, monkeypatch):
-    import frozenaug.builder.write.build
+    import frozenaug.builder.write.scheduler
 
-    monkeypatch.setattr(frozenaug.builder.write.build, "SCHEDULER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(frozenaug.builder.write.scheduler, "SCHEDULER_TIMEOUT_S", 2.0)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
@@ -121,9 +121,9 @@ def test_unreachable_scheduler_is_one_line_exit_2(tiny, tmp_path, capsys, monkey
 
 
 def test_scheduler_without_workers(tiny, tmp_path, capsys, monkeypatch):
-    import frozenaug.builder.write.build
+    import frozenaug.builder.write.scheduler
 
-    monkeypatch.setattr(frozenaug.builder.write.build, "SCHEDULER_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(frozenaug.builder.write.scheduler, "SCHEDULER_TIMEOUT_S", 1.0)
     out = tmp_path / "out"
     with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None) as c:
         assert _build(tiny, out, "--backend", "dask", "--scheduler", c.scheduler_address) == 2

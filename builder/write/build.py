@@ -1,33 +1,21 @@
 """``frozenaug-build build``: load, clean, split, then write K frozen augmented epochs as shards.
 
-Every shard is one task for a joblib worker. A sample's augmentation is seeded by
-``sample_seed(seed, epoch, input_row)`` and a shard's mixing by (seed, epoch, shard index), so
-the bytes depend on neither the worker count nor the order in which tasks finish. Workers read
-the input from ``.work/input.npy`` by memory map instead of receiving pickled arrays.
-
-A killed build resumes; ``write.builddir`` keeps the plan, the finished-shard markers and the
-refusal rules. ``manifest.json`` is written last, after which ``.work`` is removed.
-
-``--backend dask --scheduler ADDRESS`` runs the shard tasks on a dask.distributed cluster
-(joblib's dask backend) instead of local processes. The workers open ``DIR/.work/input.npy``
-and write the shards and done markers under ``DIR`` themselves, by absolute path, so ``--out
-DIR`` must be on storage that every worker mounts at the same path (NFS, a cluster file
-system). The scheduler is contacted before anything is read or written: if it cannot be reached
-within ``SCHEDULER_TIMEOUT_S``, or has no worker, the build fails (exit 2) and leaves nothing.
+Every shard is one task (``write.tasks``) for a joblib worker, local processes or a Dask
+cluster (``write.scheduler``); the bytes depend on neither the worker count nor the order in
+which tasks finish. A killed build resumes; ``write.builddir`` keeps the plan, the
+finished-shard markers and the refusal rules. ``manifest.json`` is written last, after which
+``.work`` is removed. With Dask the workers open ``DIR/.work/input.npy`` and write the shards
+and done markers under ``DIR`` themselves, by absolute path, so ``--out DIR`` must be on
+storage that every worker mounts at the same path (NFS, a cluster file system).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,46 +29,21 @@ from frozenaug.builder.augment.policy import Augmenter, Policy, load_policy
 from frozenaug.builder.clean.cleaning import clean_dataset
 from frozenaug.builder.config import BuildConfig
 from frozenaug.builder.write.builddir import FRESH, UP_TO_DATE, BuildDir, build_key
-from frozenaug.builder.write.shards import shard_bytes_estimate, write_shard
+from frozenaug.builder.write.scheduler import connect_scheduler
+from frozenaug.builder.write.shards import shard_bytes_estimate
+from frozenaug.builder.write.tasks import (
+    WorkerContext,
+    plan_tasks,
+    release_worker_state,
+    write_task,
+)
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
 from frozenaug.common.libversions import library_versions
 from frozenaug.common.lock import build_lock
 from frozenaug.common.seeds import batch_seed, sample_seed
 from frozenaug.common.version import VERSION
-from frozenaug.data.imagefile import read_rows
 from frozenaug.data.intake import fingerprint, load_dataset
-
-# A stream of the seed for the train shuffle, apart from policy's sample and batch seeds.
-_SHUFFLE_STREAM = 1
-# Seconds to connect to a --scheduler, and again to wait for its first worker.
-SCHEDULER_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Task:
-    """One shard to write: which input rows, in which order."""
-
-    split: str
-    epoch: int
-    index: int
-    rows: np.ndarray  # int64 input rows
-    labels: np.ndarray  # int64 labels of those rows
-
-    @property
-    def relpath(self) -> str:
-        return fmt.shard_relpath(self.split, self.index, self.epoch)
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    """What every task needs besides its rows; small, pickled once per task."""
-
-    build_dir: BuildDir  # absolute, so workers with another working directory find it
-    class_names: list[str]
-    policy: Policy
-    seed: int
-    encoding: str = fmt.RAW  # the build's; val/test shards take fmt.split_encoding of it
 
 
 @dataclass
@@ -92,89 +55,6 @@ class BuildResult:
     shards_kept: int = 0
     write_seconds: float = 0.0
     wall_seconds: float = 0.0
-
-
-def plan_tasks(splits: dict[str, np.ndarray], labels: np.ndarray, cfg: BuildConfig) -> list[Task]:
-    """Train: K permutations of the train rows, one per frozen epoch, cut into shards.
-    Val/test: once, in split order, unaugmented."""
-
-    def cut(split: str, epoch: int, rows: np.ndarray) -> list[Task]:
-        return [Task(split, epoch, i, r, labels[r])
-                for i, r in enumerate(rows[s : s + cfg.shard_size]
-                                      for s in range(0, len(rows), cfg.shard_size))]
-
-    tasks = []
-    train = np.asarray(splits.get("train", []), dtype=np.int64)
-    for epoch in range(cfg.epochs):
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, epoch, _SHUFFLE_STREAM]))
-        tasks += cut("train", epoch, train[rng.permutation(len(train))])
-    for split in ("val", "test"):
-        tasks += cut(split, -1, np.asarray(splits.get(split, []), dtype=np.int64))
-    return tasks
-
-
-# Per worker process: the memory-mapped input and the built augmenter, reused across tasks.
-# The input is keyed by path, inode, mtime and size: a reused worker never reads a replaced file.
-# An Augmenter reseeds itself per sample, so each thread needs its own (dask workers may run
-# several tasks at once in one process; loky workers have one thread).
-_INPUT_CACHE: dict[tuple, np.ndarray] = {}
-_THREAD = threading.local()
-
-
-def _input_images(path: Path) -> np.ndarray:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(
-            f"{path}: not found on host {socket.gethostname()}; with --backend dask, --out must "
-            "be on storage that every worker shares, at the same path"
-        ) from None
-    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-    images = _INPUT_CACHE.get(key)
-    if images is None:
-        images = np.load(path, mmap_mode="r")
-        _INPUT_CACHE.clear()
-        _INPUT_CACHE[key] = images
-    return images
-
-
-def release_worker_state() -> None:
-    """Unmap the input, so that removing ``.work`` frees it (and leaves no NFS ``.nfs*`` file)."""
-    _INPUT_CACHE.clear()
-
-
-def _augmenter(policy: Policy, policy_hash: str | None = None) -> Augmenter:
-    """This thread's Augmenter of ``policy``. Pass ``policy_hash`` if it is known: computing
-    ``Policy.hash`` serialises the whole pipeline (~1 ms for the heavy preset)."""
-    key = policy_hash or policy.hash
-    cache = _THREAD.__dict__.setdefault("augmenters", {})
-    if key not in cache:
-        cache[key] = Augmenter(policy)
-    return cache[key]
-
-
-def write_task(task: Task, ctx: WorkerContext) -> fmt.ShardEntry:
-    """Worker: augment (train only), mix if the policy mixes, write the shard, mark it done."""
-    # Front to back, by pread: no page of the input stays in this worker's RSS.
-    images = read_rows(_input_images(ctx.build_dir.input_npy), task.rows)
-    labels, soft, policy_hash = task.labels, None, ""
-    if task.split == "train":
-        policy_hash = ctx.policy.hash
-        seeds = [sample_seed(ctx.seed, task.epoch, int(r)) for r in task.rows]
-        augmenter = _augmenter(ctx.policy, policy_hash)
-        images = augmenter.augment_batch(images, seeds)
-        images, soft = augmenter.mix(images, labels, len(ctx.class_names),
-                                     batch_seed(ctx.seed, task.epoch, task.index))
-        if soft is not None:
-            labels = np.argmax(soft, axis=1)  # a mixed sample's label: its dominant class
-    entry = write_shard(
-        ctx.build_dir.root / task.relpath, images, labels, task.rows,
-        class_names=ctx.class_names, split=task.split, shard_index=task.index,
-        epoch=task.epoch, policy_hash=policy_hash, soft_labels=soft, relpath=task.relpath,
-        encoding=fmt.split_encoding(ctx.encoding, task.split),
-    )
-    ctx.build_dir.mark_done(entry)
-    return entry
 
 
 def _scan_and_split(ds: Any, cfg: BuildConfig, bdir: BuildDir) -> tuple[dict, dict | None]:
@@ -193,67 +73,6 @@ def _scan_and_split(ds: Any, cfg: BuildConfig, bdir: BuildDir) -> tuple[dict, di
     summary = json.loads(json.dumps(result.scan.summary())) if result.scan is not None else None
     bdir.save_clean(splits, summary)
     return splits, summary
-
-
-def _probe(address: str, timeout: float) -> None:
-    """Open one comm to the scheduler and hang up, on a private event loop in a thread.
-
-    A ``Client`` whose constructor fails is left half-built, and closing it when it is garbage
-    collected can hang or deadlock a later Client or LocalCluster in the same process; so an
-    unreachable address is found here, before any Client exists.
-    """
-    from distributed.comm import connect
-
-    async def hello() -> None:
-        try:  # connect's own timeout does not cover the handshake: a silent port would hang
-            comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout * 1.5)
-        except asyncio.TimeoutError:  # noqa: UP041 (on Python 3.10 not the builtin)
-            raise TimeoutError(f"no dask handshake from {address} in {timeout:g} s") from None
-        except (OSError, ValueError):
-            raise
-        except Exception as e:  # something else answered (e.g. HTTP): its bytes parse as junk
-            raise OSError(f"{address} does not answer as a dask scheduler "
-                          f"({type(e).__name__})") from None
-        await comm.close()
-
-    with ThreadPoolExecutor(1) as ex:  # asyncio.run needs a thread without a running loop
-        ex.submit(asyncio.run, hello()).result()
-
-
-@contextlib.contextmanager
-def connect_scheduler(cfg: BuildConfig) -> Iterator[Any]:
-    """For ``--backend dask``, a ``dask.distributed.Client`` of ``cfg.scheduler`` with at least
-    one worker; ``None`` for loky. The client is closed (never the cluster) on the way out.
-
-    Raises:
-        InputError: dask is not installed, the address is malformed, the scheduler does not
-            answer within ``SCHEDULER_TIMEOUT_S``, or it has no worker.
-    """
-    if cfg.backend != "dask":
-        yield None
-        return
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise InputError(
-            "--backend dask: needs dask.distributed (pip install 'frozenaug[dask]')"
-        ) from None
-    where = f"--scheduler {cfg.scheduler}"
-    try:
-        _probe(cfg.scheduler, SCHEDULER_TIMEOUT_S)
-        client = Client(cfg.scheduler, timeout=SCHEDULER_TIMEOUT_S, set_as_default=False)
-    except (OSError, ValueError) as e:  # OSError includes TimeoutError
-        raise InputError(f"{where}: cannot reach a dask scheduler there ({e})") from None
-    try:
-        try:
-            client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError):  # noqa: UP041 (on Python 3.10 not the builtin)
-            raise InputError(
-                f"{where}: the scheduler has no workers (waited {SCHEDULER_TIMEOUT_S:g} s)"
-            ) from None
-        yield client
-    finally:
-        client.close()
 
 
 def preflight(ds: Any, policy: Policy, cfg: BuildConfig) -> None:
