@@ -23,7 +23,8 @@ from frozenaug.trainer.config import (
     read_config_file,
     resolve_config,
 )
-from frozenaug.trainer.train.fit import class_weights, fit
+from frozenaug.trainer.train.fit import fit
+from frozenaug.trainer.train.plan import class_weights
 
 
 class Interrupt(Exception):

@@ -92,7 +92,7 @@ def test_cli_refuses_multiworker_without_tf_config(tmp_path, monkeypatch, capsys
 
 def test_xla_under_multiworker():
     from frozenaug.trainer.config import FitConfig
-    from frozenaug.trainer.train.fit import _jit
+    from frozenaug.trainer.train.plan import _jit
 
     mw = {"strategy": "multiworker"}
     assert _jit(FitConfig(xla="auto"), gpu=True)  # other strategies: unchanged

@@ -56,139 +56,26 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from frozenaug.common.atomic import write_json
 from frozenaug.common.errors import InputError
-from frozenaug.common.safeparse import read_json
-from frozenaug.format import Manifest, load_manifest
-from frozenaug.imaging.mixing import MixConfig
 from frozenaug.trainer import config as cfgmod
-from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME
+from frozenaug.trainer.config import MODEL_NAME
 from frozenaug.trainer.read.readmix import fresh_mix
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
 from frozenaug.trainer.train import keras_fixes, models
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.bnstats import batchnorm_layers, recompute_bn_statistics
-from frozenaug.trainer.train.buildid import check_resume, identity
-from frozenaug.trainer.train.ckmatch import check_matches, load_weights_checked
-from frozenaug.trainer.train.replicas import distributed_batches, sync_batchnorm
+from frozenaug.trainer.train.buildid import check_resume
+from frozenaug.trainer.train.plan import Plan, check_resume_batch, make_plan, write_run_info
+from frozenaug.trainer.train.recipe import (
+    compile_model,
+    fine_model,
+    load_checkpoint,
+    make_optimizer,
+    phase_model,
+)
 from frozenaug.trainer.train.rundir import check_run_dir, prepare_run_dir
 from frozenaug.trainer.train.runlock import holding_run
-
-
-def _gpu_present() -> bool:
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def _tristate(value: str, gpu: bool) -> bool:
-    return gpu if value == "auto" else value == "on"
-
-
-def _jit(cfg: cfgmod.FitConfig, gpu: bool) -> bool:
-    """XLA for the train step: ``auto`` means on a GPU, except under multiworker, whose
-    cross-worker all-reduce TensorFlow (2.21) cannot compile for CPUs and which is not
-    verified compiled on GPUs here; ``--xla on`` there asks for it on GPUs only."""
-    if cfg.strategy != "multiworker":
-        return _tristate(cfg.xla, gpu)
-    if cfg.xla == "on" and not gpu:
-        raise InputError("--xla on: TensorFlow cannot compile the cross-worker all-reduce of "
-                         "--strategy multiworker for CPUs; use --xla off or auto")
-    return cfg.xla == "on"
-
-
-def class_weights(counts: list[int]) -> dict[int, float]:
-    """Balanced weights n / (C * n_c); a class absent from train gets 1 (it never occurs)."""
-    n, c = sum(counts), len(counts)
-    return {i: (n / (c * k) if k else 1.0) for i, k in enumerate(counts)}
-
-
-@dataclass
-class Plan:
-    """What one start of ``fit`` resolved from its inputs, before it writes anything."""
-
-    cfg: cfgmod.FitConfig
-    run: Path
-    manifest: Manifest
-    shape: tuple[int, int, int]
-    pretrained: bool  # two phases, backbone in inference mode; else everything trains
-    gpu: bool
-    mixed: bool
-    jit: bool
-    eager: bool
-    strategy: tf.distribute.Strategy
-    global_batch: int
-    val_batch: int
-    train: ShardStream
-    val: ShardStream | None
-    mix: MixConfig | None  # drawn anew every epoch while reading (cfg.mix == "fresh")
-    fine_train: ShardStream | None  # the fine phase's train split when cfg.fine_build is set
-    monitor: str
-    class_weight: dict[int, float] | None
-    verbose: int
-    cluster: mw.Cluster | None = None  # --strategy multiworker
-
-    def stream(self, phase: str) -> ShardStream:
-        """The train stream a phase reads."""
-        return self.fine_train if phase == "fine" and self.fine_train is not None else self.train
-
-    @property
-    def replicas(self) -> int:
-        return self.strategy.num_replicas_in_sync
-
-    @property
-    def chief(self) -> bool:
-        """This process writes the run directory (a non-chief worker writes a private one)."""
-        return self.cluster is None or self.cluster.chief
-
-
-def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
-              eager: bool, cluster: mw.Cluster | None = None) -> Plan:
-    """Open the build and its streams and decide devices and batches; writes nothing.
-
-    Under ``multiworker`` this waits until every worker has joined."""
-    manifest = load_manifest(cfg.build_dir)
-    cfgmod.check_trainable(manifest)
-    gpu = _gpu_present()
-    jit = _jit(cfg, gpu)  # may refuse: before the strategy waits for the other workers
-    if cfg.strategy == "multiworker":
-        strategy = mw.make_strategy()
-    elif cfg.strategy == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
-    global_batch, drop, val_batch = distributed_batches(
-        sum(manifest.class_counts("train")), sum(manifest.class_counts("val")),
-        cfg.batch_size, strategy.num_replicas_in_sync, always=cfg.strategy == "multiworker")
-    train = ShardStream(manifest, "train", batch_size=global_batch, shuffle=True, seed=cfg.seed,
-                        drop_remainder=drop, verify=cfg.verify)
-    fine_train = None
-    if cfg.fine_build:
-        fine_manifest = load_manifest(cfg.fine_build)
-        cfgmod.check_fine_build(manifest, fine_manifest)
-        fine_train = ShardStream(fine_manifest, "train", batch_size=global_batch, shuffle=True,
-                                 seed=cfg.seed, drop_remainder=drop, verify=cfg.verify)
-    val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)
-           if manifest.shards_of("val") else None)
-    mix = None
-    if cfg.mix == "fresh":
-        if train.soft_labels:
-            raise InputError(
-                f"{cfg.build_dir}: --mix fresh draws MixUp/CutMix while reading, but this build "
-                "froze them already (soft labels); build with a policy without a mix stage")
-        mix = MixConfig.from_dict(manifest.policy_mix) if manifest.policy_mix else MixConfig()
-    return Plan(
-        cfg=cfg, run=run, manifest=manifest, shape=tuple(manifest.image_shape),
-        pretrained=cfg.weights != "none", gpu=gpu, mixed=_tristate(cfg.mixed_precision, gpu),
-        jit=jit, eager=eager, strategy=strategy, global_batch=global_batch,
-        val_batch=val_batch, train=train, val=val, mix=mix, fine_train=fine_train,
-        # The plain cross-entropy, without label smoothing or weight penalties: comparable
-        # across phases whose regularisers differ (the loss is not).
-        monitor="val_ce" if val is not None else "ce",
-        class_weight=(class_weights(manifest.split_counts("train")) if cfg.class_weights
-                      else None),
-        verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
-        cluster=cluster,
-    )
 
 
 def fit(
@@ -249,34 +136,36 @@ def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Clu
         if state.phase == "fine":
             model = fine_model(plan, state)
         elif state.checkpoint:
-            model = _load_checkpoint(run / state.checkpoint, plan)
+            model = load_checkpoint(run / state.checkpoint, plan)
         else:
-            model = _build(plan, "coarse", cfg.weights)
+            model = phase_model(plan, "coarse", cfg.weights)
             models.set_trainable(model, "coarse", cfg.unfreeze, plan.pretrained)
-            _compile(model, _optimizer(plan, "coarse"), plan)
+            compile_model(model, make_optimizer(plan, "coarse"), plan)
 
         # 2. The run folder, its config and the facts of this start.
         prepare_run_dir(run, cfg, overwrite=overwrite)
         write_run_info(plan)
         callbacks = [*(_tensorboard(run / "tb") if plan.chief else []), *extra_callbacks]
 
-        # 3. The phases. From scratch the first phase trains everything; with pretrained
-        #    weights it trains the head, and the fine phase the top of the backbone.
-        if state.phase == "coarse":
-            train_phase(model, "coarse", cfg.epochs_coarse, plan, state, callbacks)
-            ckpt.save_atomic(run / ckpt.COARSE_FINAL, model.save_weights)
-            state.next_phase()
-            (run / ckpt.BEST_WEIGHTS).unlink(missing_ok=True)
-            ckpt.save_state(run, state)
-            if cfg.epochs_fine:
-                model = fine_model(plan, state)
-        if cfg.epochs_fine:
-            train_phase(model, "fine", state.fine_start + cfg.epochs_fine, plan, state,
-                        callbacks)
+        # 3. The phases, in order; a resume skips those state.json says are over.
+        phases = recipe_phases(cfg, plan.pretrained)
+        for k, phase in enumerate(phases):
+            if state.phase != phase.name:
+                continue
+            if plan.verbose:
+                print(f"phase {k + 1}/{len(phases)}: {phase.role}, {phase.epochs} epochs")
+            start = 0 if phase.name == "coarse" else state.fine_start
+            train_phase(model, phase.name, start + phase.epochs, plan, state, callbacks)
+            if phase.name == "coarse":  # the fine phase starts from these weights
+                ckpt.save_atomic(run / ckpt.COARSE_FINAL, model.save_weights)
+                state.next_phase()
+                (run / ckpt.BEST_WEIGHTS).unlink(missing_ok=True)
+                ckpt.save_state(run, state)
+                if len(phases) > 1:
+                    model = fine_model(plan, state)
 
         # 4. BatchNorm statistics that match the final weights ("precise BN"), then the model.
-        last = "fine" if cfg.epochs_fine else "coarse"
-        bn_images = precise_bn(model, plan.stream(last), plan, state.epoch) if (
+        bn_images = precise_bn(model, plan.stream(phases[-1].name), plan, state.epoch) if (
             cfg.precise_bn) else 0
         if cluster is not None:
             mw.check_same_weights(plan.strategy, model, cluster)
@@ -291,22 +180,27 @@ def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Clu
             "precise_bn_images": bn_images, "chief": plan.chief}
 
 
-def check_resume_batch(plan: Plan, state: ckpt.RunState) -> None:
-    """A resume must keep the global batch: the stream's steps per epoch and the learning-rate
-    schedule saved with the optimizer were made for it (another number of GPUs or workers
-    changes it; trainer/replicas.py)."""
-    info = plan.run / RUN_INFO_NAME
-    if not state.history or not info.is_file():
-        return
-    try:
-        was = read_json(info, "run info").get("global_batch_size")
-    except (OSError, ValueError, AttributeError):
-        return  # run.json is rewritten at this start anyway
-    if isinstance(was, int) and was != plan.global_batch:
-        raise InputError(
-            f"{info}: the run trained with a global batch of {was}, this start has "
-            f"{plan.global_batch} (--batch-size {plan.cfg.batch_size} x {plan.replicas} "
-            "replicas); resume with as many GPUs and workers as before")
+@dataclass(frozen=True)
+class Phase:
+    """One phase of the recipe as data. ``name`` is what state.json and history.csv record
+    (coarse, fine: runs from before keep resuming); ``role`` what the phase does."""
+
+    name: str
+    role: str
+    epochs: int
+
+
+def recipe_phases(cfg: cfgmod.FitConfig, pretrained: bool) -> list[Phase]:
+    """From scratch: train everything, then (``epochs_fine``) a finishing phase at
+    ``fine_lr``, on ``fine_build`` when given. Pretrained: the head on a frozen backbone, then
+    the top ``unfreeze`` backbone layers fine-tuned."""
+    first = Phase("coarse", "head on the frozen backbone" if pretrained else "train every layer",
+                  cfg.epochs_coarse)
+    if not cfg.epochs_fine:
+        return [first]
+    role = (f"fine-tune the top {cfg.unfreeze} backbone layers" if pretrained else
+            "finish at --fine-lr" + (f" on {cfg.fine_build}" if cfg.fine_build else ""))
+    return [first, Phase("fine", role, cfg.epochs_fine)]
 
 
 def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
@@ -368,18 +262,6 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
         ) from None
 
 
-def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
-    """The fine phase's model: its checkpoint, or the coarse weights in a model rebuilt with
-    the fine phase's regulariser and trainable layers."""
-    if state.checkpoint:
-        return _load_checkpoint(plan.run / state.checkpoint, plan)
-    model = _build(plan, "fine", "none")
-    load_weights_checked(model, plan.run / ckpt.COARSE_FINAL)
-    models.set_trainable(model, "fine", plan.cfg.unfreeze, plan.pretrained)
-    _compile(model, _optimizer(plan, "fine"), plan)
-    return model
-
-
 def precise_bn(model: keras.Model, stream: ShardStream, plan: Plan, epoch: int,
                max_images: int = 4096) -> int:
     """Recompute the moving statistics of every BatchNorm layer that trained, as the exact
@@ -394,75 +276,6 @@ def precise_bn(model: keras.Model, stream: ShardStream, plan: Plan, epoch: int,
     return recompute_bn_statistics(model, batches)
 
 
-def write_run_info(plan: Plan) -> None:
-    write_json(plan.run / RUN_INFO_NAME, {
-        "class_names": plan.manifest.class_names, "image_shape": list(plan.shape),
-        "build_dir": str(Path(plan.cfg.build_dir).resolve()), "replicas": plan.replicas,
-        "global_batch_size": plan.global_batch, "steps_per_epoch": plan.train.steps_per_epoch,
-        "val_batch_size": plan.val_batch if plan.val else 0, "mixed_precision": plan.mixed,
-        "xla": plan.jit, "gpu": plan.gpu, "train_samples": plan.train.num_samples,
-        "strategy": plan.cfg.strategy, "workers": plan.cluster.workers if plan.cluster else 1,
-        "val_samples": plan.val.num_samples if plan.val else 0,
-        "class_weight": plan.class_weight,
-        "fine_build": str(Path(plan.cfg.fine_build).resolve()) if plan.cfg.fine_build else None,
-        "fine_lr": plan.cfg.fine_lr_value,  # config.json keeps "auto"; this is what trained
-        **identity(plan.cfg.build_dir),
-        **(identity(plan.cfg.fine_build, "fine_build") if plan.cfg.fine_build else {}),
-    })
-
-
-def _build(plan: Plan, phase: str, weights: str) -> keras.Model:
-    cfg = plan.cfg
-    # L1L2 belongs to the transfer recipe's fine-tuning; from scratch the fine phase finishes
-    # the same net, with the same regulariser
-    reg = (models.head_regularizer(0.0, cfg.head_l2) if phase == "coarse" or not plan.pretrained
-           else models.head_regularizer(cfg.fine_l1, cfg.fine_l2))
-    return models.build_model(
-        cfg.model, plan.shape, plan.manifest.num_classes, weights=weights,
-        pretrained=plan.pretrained, head_units=cfg.head_units, dropout=cfg.dropout,
-        head_regularizer=reg, output_l2=cfg.output_l2, seed=cfg.seed,
-        input_norm=cfg.model_input_norm,
-    )
-
-
-# AdamW decays weights only: BatchNorm/LayerNorm scales and shifts and biases keep theirs.
-NO_DECAY = ["gamma", "beta", "bias"]
-
-
-def _optimizer(plan: Plan, phase: str) -> keras.optimizers.Optimizer:
-    """The phase's optimizer; its learning rate a warm-up + cosine schedule over the phase's
-    steps, or a constant that ReduceLROnPlateau lowers (``schedule=plateau``)."""
-    cfg = plan.cfg
-    peak = cfg.lr if phase == "coarse" else cfg.fine_lr_value
-    lr: float | keras.optimizers.schedules.LearningRateSchedule = peak
-    if cfg.schedule == "cosine":
-        per_epoch = plan.stream(phase).steps_per_epoch
-        steps = per_epoch * (cfg.epochs_coarse if phase == "coarse" else cfg.epochs_fine)
-        # warm-up only from random weights, where the first large steps do the harm
-        warmup = int(round(cfg.warmup_epochs * per_epoch)) if (
-            phase == "coarse") else 0
-        warmup = min(warmup, max(steps - 1, 0))
-        lr = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else peak, max(steps - warmup, 1), alpha=0.01,
-            warmup_target=peak if warmup else None, warmup_steps=warmup)
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
-    opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-    opt.exclude_from_weight_decay(var_names=NO_DECAY)
-    return opt
-
-
-def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, plan: Plan) -> None:
-    if plan.replicas > 1:  # fit compiles under the strategy's scope
-        sync_batchnorm(model)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=plan.cfg.label_smoothing),
-        metrics=["accuracy", keras.metrics.CategoricalCrossentropy(name="ce")],
-        jit_compile=plan.jit and not plan.eager, run_eagerly=plan.eager,
-    )
-
-
 def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
     """TensorBoard logs when the ``tensorboard`` package is there (TF >= 2.20 no longer
     installs it; without it tf.summary fails mid-epoch), else a note and none."""
@@ -472,18 +285,3 @@ def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
         print(f"note: tensorboard is not installed; {log_dir} is not written", file=sys.stderr)
         return []
     return [keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
-
-
-def _load_checkpoint(path: Path, plan: Plan) -> keras.Model:
-    """A model saved by RunCheckpoint, with its optimizer state, recompiled for this machine."""
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as e:  # a damaged zip or h5 raises many types
-        raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); "
-                         "start again with --overwrite") from None
-    # not another net's (the phases' models differ in regularisers only, not in shapes)
-    check_matches(path, model, lambda: _build(plan, "coarse", "none"))
-    if isinstance(model.optimizer, keras.optimizers.AdamW):
-        model.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)  # not serialised
-    _compile(model, model.optimizer, plan)  # the same optimizer object keeps its slots
-    return model
