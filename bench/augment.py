@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from frozenaug.builder.augment.policy import PRESETS, Augmenter, load_policy  # noqa: E402
+from frozenaug.builder.augment.augmenter import Augmenter  # noqa: E402
+from frozenaug.builder.augment.policy import PRESETS, load_policy  # noqa: E402
 from frozenaug.common.seeds import batch_seed, sample_seed  # noqa: E402
 from frozenaug.format import DEFAULT_SHARD_SIZE  # noqa: E402
 

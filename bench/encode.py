@@ -53,7 +53,8 @@ def augmented(work: Path, size: int, n: int) -> tuple[np.ndarray, np.ndarray, np
         return z["x"], z["y"], z["soft"]
     import cv2
 
-    from frozenaug.builder.augment.policy import Augmenter, preset
+    from frozenaug.builder.augment.augmenter import Augmenter
+    from frozenaug.builder.augment.policy import preset
     from frozenaug.common.seeds import batch_seed, sample_seed
 
     images, labels = load_source(work)

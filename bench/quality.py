@@ -159,7 +159,8 @@ def lazy_epoch_seconds(build: Path, work: Path, epochs: int = 2) -> float:
     import keras
     import tensorflow as tf
 
-    from frozenaug.builder.augment.policy import Augmenter, policy_from_dict
+    from frozenaug.builder.augment.augmenter import Augmenter
+    from frozenaug.builder.augment.policy import policy_from_dict
     from frozenaug.common.seeds import batch_seed, sample_seed
     from frozenaug.format import load_manifest
     from frozenaug.trainer.train import models

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from frozenaug.builder.augment import policy as P  # noqa: E402
+from frozenaug.builder.augment.augmenter import Augmenter  # noqa: E402
 from frozenaug.common import seeds as S  # noqa: E402
 from frozenaug.common.errors import InputError  # noqa: E402
 from frozenaug.imaging.mixing import MixConfig  # noqa: E402
@@ -35,8 +36,8 @@ def test_save_load_round_trip(tmp_path, images, name, suffix):
     back = P.load_policy(str(path))
     assert back.to_dict() == pol.to_dict() and back.hash == pol.hash and back.name == name
     seeds = [S.sample_seed(1, 0, i) for i in range(len(images))]
-    a = P.Augmenter(pol).augment_batch(images, seeds)
-    b = P.Augmenter(back).augment_batch(images, seeds)
+    a = Augmenter(pol).augment_batch(images, seeds)
+    b = Augmenter(back).augment_batch(images, seeds)
     assert np.array_equal(a, b)
 
 
@@ -54,9 +55,9 @@ def test_preset_files_match_code(name):
 def test_presets_differ_and_behave(images):
     assert len({P.preset(n).hash for n in P.PRESETS}) == 3
     assert P.preset("heavy").mix == MixConfig() and P.preset("light").mix is None
-    none = P.Augmenter(P.preset("none")).augment_batch(images, range(len(images)))
+    none = Augmenter(P.preset("none")).augment_batch(images, range(len(images)))
     assert np.array_equal(none, images)
-    heavy = P.Augmenter(P.preset("heavy"))
+    heavy = Augmenter(P.preset("heavy"))
     outs = [heavy.augment(images[0], s) for s in range(8)]
     assert len({o.tobytes() for o in outs}) == 8
 
@@ -64,11 +65,11 @@ def test_presets_differ_and_behave(images):
 def test_determinism_across_histories(images):
     pol = P.preset("heavy")
     seed = S.sample_seed(3, 1, 5)
-    fresh = P.Augmenter(pol).augment(images[0], seed)
-    busy = P.Augmenter(pol)
+    fresh = Augmenter(pol).augment(images[0], seed)
+    busy = Augmenter(pol)
     for i in range(1, len(images)):
         busy.augment(images[i], i * 7)
-    other = P.Augmenter(pol)  # a second augmenter on the same policy, used in between
+    other = Augmenter(pol)  # a second augmenter on the same policy, used in between
     other.augment(images[1], 123)
     assert np.array_equal(busy.augment(images[0], seed), fresh)
     assert np.array_equal(other.augment(images[0], seed), fresh)
@@ -78,12 +79,13 @@ def test_determinism_across_histories(images):
 
 def test_same_hash_and_output_in_another_process(images):
     pol = P.preset("heavy")
-    out = P.Augmenter(pol).augment(images[0], 42)
+    out = Augmenter(pol).augment(images[0], 42)
     code = (
         "import sys, hashlib, numpy as np; from frozenaug.builder.augment import policy as P;"
+        "from frozenaug.builder.augment.augmenter import Augmenter;"
         "img = np.frombuffer(sys.stdin.buffer.read(), np.uint8).reshape(32, 32, 3);"
         "p = P.load_policy('heavy');"
-        "print(p.hash, hashlib.sha256(P.Augmenter(p).augment(img, 42).tobytes()).hexdigest())"
+        "print(p.hash, hashlib.sha256(Augmenter(p).augment(img, 42).tobytes()).hexdigest())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "123", "NO_ALBUMENTATIONS_UPDATE": "1"}
     res = subprocess.run([sys.executable, "-c", code], input=images[0].tobytes(),
@@ -104,9 +106,9 @@ def test_sample_and_batch_seeds():
 
 def test_mix_stage(images):
     labels = np.arange(len(images)) % 3
-    imgs, soft = P.Augmenter(P.preset("light")).mix(images, labels, 3, seed=0)
+    imgs, soft = Augmenter(P.preset("light")).mix(images, labels, 3, seed=0)
     assert soft is None and imgs is images
-    imgs, soft = P.Augmenter(P.preset("heavy")).mix(images, labels, 3, seed=0)
+    imgs, soft = Augmenter(P.preset("heavy")).mix(images, labels, 3, seed=0)
     assert soft.shape == (len(images), 3) and np.allclose(soft.sum(1), 1)
 
 
@@ -162,7 +164,7 @@ def test_json_and_bare_transform_files(tmp_path, images):
     A.save(A.HorizontalFlip(p=1.0), tmp_path / "flip.yaml", data_format="yaml")
     pol = P.load_policy(str(tmp_path / "flip.yaml"))
     assert pol.name == "flip" and pol.mix is None
-    assert np.array_equal(P.Augmenter(pol).augment(images[0], 0), images[0][:, ::-1])
+    assert np.array_equal(Augmenter(pol).augment(images[0], 0), images[0][:, ::-1])
 
 
 def test_policy_that_changes_the_size_is_refused(tmp_path, images):
@@ -171,7 +173,7 @@ def test_policy_that_changes_the_size_is_refused(tmp_path, images):
                                      "height": 16, "width": 16}]
     pol = P.load_policy(_write(tmp_path, d))
     with pytest.raises(InputError, match="keep the image size"):
-        P.Augmenter(pol).augment(images[0], 0)
+        Augmenter(pol).augment(images[0], 0)
 
 
 # --- distortion families and leave-one-family-out ------------------------------------------
@@ -198,7 +200,7 @@ def test_without_family_removes_exactly_that_family(tmp_path, images, family):
     P.save_policy(pol, tmp_path / "p.yaml")
     back = P.load_policy(str(tmp_path / "p.yaml"))
     assert back.hash == pol.hash
-    out = P.Augmenter(back).augment_batch(images, range(len(images)))
+    out = Augmenter(back).augment_batch(images, range(len(images)))
     assert out.shape == images.shape
     assert P.load_policy("heavy", drop_family=family).hash == pol.hash
 
@@ -273,6 +275,6 @@ def test_presets_apply_at_every_supported_size(size):
     rng = np.random.default_rng(size)
     x = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     for name in P.PRESETS:
-        aug = P.Augmenter(P.preset(name))
+        aug = Augmenter(P.preset(name))
         for seed in range(60):  # enough draws to reach every OneOf branch
             assert aug.augment(x, seed).shape == x.shape

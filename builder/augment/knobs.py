@@ -39,3 +39,13 @@ def float_in(cls: str, key: str, v: Any, lo: float, hi: float, *, hi_open: bool 
         return float(v)
     raise ValueError(f"{cls}: {key} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
                      f", got {brief(v)}")
+
+
+def fill_value(cls: str, fill: int | None) -> int | None:
+    if fill is not None and not (isinstance(fill, int) and 0 <= fill <= 255):
+        raise ValueError(f"{cls}: fill must be null (reflect) or an int 0..255, got {brief(fill)}")
+    return fill
+
+
+def probability(cls: str, p: float) -> float:
+    return float_in(cls, "p", p, 0.0, 1.0)

@@ -28,8 +28,10 @@ from frozenaug.builder.augment.knobs import (
     MAX_OPS,
     MAX_RANDAUGMENT_N,
     MAX_STAIN_SHIFT,
+    fill_value,
     float_in,
     int_in,
+    probability,
 )
 from frozenaug.common.errors import brief
 from frozenaug.imaging.stain import MAX_OD, OD_LUT, stain_matrices
@@ -216,16 +218,6 @@ def _check_ops(cls: str, ops: Sequence[str]) -> list[str]:
     return ops
 
 
-def _check_fill(cls: str, fill: int | None) -> int | None:
-    if fill is not None and not (isinstance(fill, int) and 0 <= fill <= 255):
-        raise ValueError(f"{cls}: fill must be null (reflect) or an int 0..255, got {brief(fill)}")
-    return fill
-
-
-def _check_p(cls: str, p: float) -> float:
-    return float_in(cls, "p", p, 0.0, 1.0)
-
-
 class _StableName:
     """Keeps the name these transforms had before the frozenaug namespace (``builder.ops.X``):
     albumentations keys its registry and policy files on it, and a build's policy_hash too."""
@@ -251,11 +243,11 @@ class RandAugment(_StableName, A.ImageOnlyTransform):
     def __init__(self, n: int = 2, magnitude: float = 0.5,
                  ops: Sequence[str] = RANDAUGMENT_OPS, fill: int | None = None,
                  p: float = 1.0) -> None:
-        super().__init__(p=_check_p("RandAugment", p))
+        super().__init__(p=probability("RandAugment", p))
         self.n = int_in("RandAugment", "n", n, 0, MAX_RANDAUGMENT_N)
         self.magnitude = float_in("RandAugment", "magnitude", magnitude, 0.0, 1.0)
         self.ops = _check_ops("RandAugment", ops)
-        self.fill = _check_fill("RandAugment", fill)
+        self.fill = fill_value("RandAugment", fill)
 
     def get_params(self) -> dict[str, Any]:
         r = self.py_random
@@ -287,13 +279,13 @@ class AugMix(_StableName, A.ImageOnlyTransform):
     def __init__(self, severity: int = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
                  ops: Sequence[str] = AUGMIX_OPS, fill: int | None = None,
                  p: float = 1.0) -> None:
-        super().__init__(p=_check_p("AugMix", p))
+        super().__init__(p=probability("AugMix", p))
         self.severity = int_in("AugMix", "severity", severity, 1, 10)
         self.width = int_in("AugMix", "width", width, 1, MAX_AUGMIX_WIDTH)
         self.depth = int_in("AugMix", "depth", depth, 1, MAX_AUGMIX_DEPTH, also=(-1,))
         self.alpha = float_in("AugMix", "alpha", alpha, *ALPHA_RANGE)
         self.ops = _check_ops("AugMix", ops)
-        self.fill = _check_fill("AugMix", fill)
+        self.fill = fill_value("AugMix", fill)
 
     def get_params(self) -> dict[str, Any]:
         r = self.py_random
@@ -335,7 +327,7 @@ class StainJitter(_StableName, A.ImageOnlyTransform):
     """
 
     def __init__(self, scale: float = 0.2, shift: float = 0.1, p: float = 1.0) -> None:
-        super().__init__(p=_check_p("StainJitter", p))
+        super().__init__(p=probability("StainJitter", p))
         self.scale = float_in("StainJitter", "scale", scale, 0.0, 1.0, hi_open=True)
         self.shift = float_in("StainJitter", "shift", shift, 0.0, MAX_STAIN_SHIFT)
 

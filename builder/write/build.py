@@ -25,7 +25,8 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm import tqdm
 
 from frozenaug import format as fmt
-from frozenaug.builder.augment.policy import Augmenter, Policy, load_policy
+from frozenaug.builder.augment.augmenter import Augmenter
+from frozenaug.builder.augment.policy import Policy, load_policy
 from frozenaug.builder.clean.cleaning import clean_dataset
 from frozenaug.builder.config import BuildConfig
 from frozenaug.builder.write.builddir import FRESH, UP_TO_DATE, BuildDir, build_key

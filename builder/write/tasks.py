@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from frozenaug import format as fmt
-from frozenaug.builder.augment.policy import Augmenter, Policy
+from frozenaug.builder.augment.augmenter import Augmenter
+from frozenaug.builder.augment.policy import Policy
 from frozenaug.builder.config import BuildConfig
 from frozenaug.builder.write.builddir import BuildDir
 from frozenaug.builder.write.shards import write_shard
