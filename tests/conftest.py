@@ -57,3 +57,20 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+def cell_pictures(n: int, size: int = 48, seed: int = 0) -> np.ndarray:
+    """Smooth, cell-like pictures: a dark blob on a bright, mildly noisy background."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = []
+    for _ in range(n):
+        cy, cx = rng.uniform(size / 3, 2 * size / 3, 2)
+        r = rng.uniform(size / 6, size * 14 / 48)
+        img = np.full((size, size, 3), (230, 200, 210), np.float32)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (90, 40, 140)
+        img += rng.normal(0, 6, img.shape)
+        out.append(cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 1.5))
+    return np.stack(out)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
+from conftest import cell_pictures
 
 from frozenaug.trainer.assess import compound as cmod
 from frozenaug.trainer.assess.compound import SUITE, breakdown, compound, recipe
@@ -20,17 +20,7 @@ POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
 @pytest.fixture(scope="module")
 def cells() -> np.ndarray:
-    """Cell-like pictures: a dark blob on a bright, mildly noisy background."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:48, 0:48]
-    out = []
-    for _ in range(10):
-        cy, cx, r = rng.uniform(16, 32, 2).tolist() + [rng.uniform(8, 14)]
-        img = np.full((48, 48, 3), (230, 200, 210), np.float32)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (90, 40, 140)
-        img += rng.normal(0, 6, img.shape)
-        out.append(cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 1.5))
-    return np.stack(out)
+    return cell_pictures(10)
 
 
 def test_every_recipe_has_2_to_5_distinct_families_at_severity_3_to_5():

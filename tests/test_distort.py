@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
+from conftest import cell_pictures
 
 from frozenaug.imaging.stain import HED_FROM_RGB, OD_LUT, RGB_FROM_HED, stain_matrices
 from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort
@@ -14,17 +14,7 @@ EXPECTED = ("geometric", "blur", "compression", "colour", "noise", "occlusion")
 
 @pytest.fixture(scope="module")
 def cells() -> np.ndarray:
-    """Smooth, cell-like pictures: a dark blob on a bright, mildly noisy background."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:48, 0:48]
-    out = []
-    for _ in range(12):
-        cy, cx, r = rng.uniform(16, 32, 2).tolist() + [rng.uniform(8, 14)]
-        img = np.full((48, 48, 3), (230, 200, 210), np.float32)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (90, 40, 140)
-        img += rng.normal(0, 6, img.shape)
-        out.append(cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (0, 0), 1.5))
-    return np.stack(out)
+    return cell_pictures(12)
 
 
 def test_family_names_are_the_builders():
