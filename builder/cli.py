@@ -1,7 +1,7 @@
 """``frozenaug-build``: scan, clean, build, verify, inspect and preview.
 
 Each subcommand's work lives in the module of its stage; this file parses arguments, checks
-the flags before any heavy import, and hands the command to ``frozenaug.common.dispatch.dispatch``
+the flags before any heavy import, and hands the command to ``frozenaug.process.dispatch.dispatch``
 (``InputError`` -> one line on stderr, exit code 2). The report commands (scan, clean,
 verify, inspect, preview) keep their ``cmd_*`` in their stage's module: there the command is
 the stage's output itself, not a wrapper around it.
@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-from frozenaug.common.dispatch import dispatch
 from frozenaug.common.errors import OneLineParser
+from frozenaug.process.dispatch import dispatch
 
 PROG = "frozenaug-build"
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     hint = "run the same command again to resume"
     if argv is not None:  # in process (tests): leave the caller's signals and stdout alone
         return dispatch(PROG, COMMANDS[args.command], args, hint)
-    from frozenaug.common.console import run_console
+    from frozenaug.process.console import run_console
 
     return run_console(PROG, COMMANDS[args.command], args, hint)
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import yaml
 
-from frozenaug.common.environ import check_environment
 from frozenaug.common.errors import InputError, brief
 from frozenaug.common.imageheaders import image_header
 from frozenaug.common.libversions import library_versions, pixel_differences
@@ -23,6 +22,7 @@ from frozenaug.common.safeparse import ParseLimitError, json_depth, parse_json, 
 from frozenaug.data.decode import read_image_file
 from frozenaug.data.members import duplicates
 from frozenaug.format.paths import path_problem
+from frozenaug.process.environ import check_environment
 
 LAUGHS = "a0: &a0 [x]\n" + "".join(
     f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from frozenaug.common import dispatch, errors, lock, oserrors, signals
+from frozenaug.common import errors, lock
 from frozenaug.common.csvsafe import safe_cell
+from frozenaug.process import dispatch, oserrors, signals
 
 BIN = Path(sys.executable).parent
 ENV = {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},

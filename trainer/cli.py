@@ -3,7 +3,7 @@
 Each subcommand's work lives in the module of its stage; this file parses arguments, checks
 what needs no TensorFlow, and turns the arguments into one call of that module (the ``cmd_*``
 wrappers, which import it late so that ``--help`` and a mistyped flag stay fast), through
-``frozenaug.common.dispatch.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
+``frozenaug.process.dispatch.dispatch`` (``InputError`` -> one line on stderr, exit code 2).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from frozenaug.common.dispatch import dispatch
 from frozenaug.common.errors import InputError, OneLineParser
 from frozenaug.common.options import add_flags
+from frozenaug.process.dispatch import dispatch
 from frozenaug.trainer.config import FLAG_NAMES
 from frozenaug.trainer.config import OPTIONS as FIT_OPTIONS
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(PROG, "frozenaug.trainer.cli:_run", args, hint)
     # The console script exits here, whatever happened: a thread that a library left running
     # (tf.data, a prefetching reader) must not keep a failed command alive.
-    from frozenaug.common.console import run_console
+    from frozenaug.process.console import run_console
 
     try:
         code = run_console(PROG, "frozenaug.trainer.cli:_run", args, hint)

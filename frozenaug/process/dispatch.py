@@ -10,12 +10,12 @@ from frozenaug.common.errors import EXIT_INPUT_ERROR, InputError
 def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:
     """Run a CLI subcommand given as ``"module:function"``; the one place where ``InputError``
     becomes a line on stderr and exit code 2, an OSError of the environment a line naming its
-    path (frozenaug.common.oserrors), a closed stdout a quiet exit, and Ctrl-C or SIGTERM a
+    path (frozenaug.process.oserrors), a closed stdout a quiet exit, and Ctrl-C or SIGTERM a
     hint and 130."""
     import importlib
     import sys
 
-    from frozenaug.common import oserrors, signals
+    from frozenaug.process import oserrors, signals
 
     module, func = target.split(":")
 
@@ -24,14 +24,14 @@ def dispatch(prog: str, target: str, args: object, interrupted: str) -> int:
         return EXIT_INPUT_ERROR
 
     try:
-        from frozenaug.common.environ import check_environment
+        from frozenaug.process.environ import check_environment
 
         check_environment()  # before any library reads it
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except InputError as e:
         return fail(str(e))
     except BrokenPipeError:  # `frozenaug-build inspect B | head`: quiet, as cat and grep are
-        from frozenaug.common.stdio import silence_stdout
+        from frozenaug.process.stdio import silence_stdout
 
         silence_stdout()
         return EXIT_BROKEN_PIPE

@@ -1,10 +1,10 @@
 """What a console script does around its command: the process-level promises.
 
-Signals (SIGTERM is Ctrl-C, no child left: frozenaug.common.signals), a stdout whose failure
-cannot spoil the work (frozenaug.common.stdio), no HOME created (frozenaug.common.homedirs),
+Signals (SIGTERM is Ctrl-C, no child left: frozenaug.process.signals), a stdout whose failure
+cannot spoil the work (frozenaug.process.stdio), no HOME created (frozenaug.process.homedirs),
 a private TMPDIR removed at the end (Keras leaves its
 temporary asset folder behind when a save fails), the open-file limit
-(frozenaug.common.limits), then ``dispatch.dispatch``. In process (tests) the
+(frozenaug.process.limits), then ``dispatch.dispatch``. In process (tests) the
 CLIs call ``dispatch`` alone: none of this touches the caller's interpreter.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from frozenaug.common import homedirs, signals, stdio
-from frozenaug.common.dispatch import dispatch
 from frozenaug.common.errors import EXIT_INPUT_ERROR, InputError
+from frozenaug.process import homedirs, signals, stdio
+from frozenaug.process.dispatch import dispatch
 
 
 def run_console(prog: str, target: str, args: object, interrupted: str) -> int:
@@ -24,7 +24,7 @@ def run_console(prog: str, target: str, args: object, interrupted: str) -> int:
     private_tmp = homedirs.private_tmpdir()
     config_tmp = homedirs.redirect_config_dirs()
     try:
-        from frozenaug.common.limits import ensure_open_files
+        from frozenaug.process.limits import ensure_open_files
 
         ensure_open_files()
     except InputError as e:
