@@ -594,7 +594,8 @@ def test_backbone_refuses_images_it_cannot_take():
 
 
 def test_overwrite_removes_only_own_files_never_an_input(tmp_path):
-    from frozenaug.common.owned import FIT_OWN, fit_inputs, removable
+    from frozenaug.common.owned import removable
+    from frozenaug.trainer.layout import FIT_OWN, fit_inputs
 
     run = tmp_path / "run"
     (run / "checkpoints" / "b").mkdir(parents=True)

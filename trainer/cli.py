@@ -17,6 +17,7 @@ from pathlib import Path
 from frozenaug.common.errors import InputError, OneLineParser
 from frozenaug.common.options import add_flags
 from frozenaug.process.dispatch import dispatch
+from frozenaug.trainer import layout
 from frozenaug.trainer.config import FLAG_NAMES
 from frozenaug.trainer.config import OPTIONS as FIT_OPTIONS
 
@@ -158,7 +159,7 @@ def precheck(args: argparse.Namespace) -> None:
     else:
         from frozenaug.common.atomic import check_target
         from frozenaug.common.owned import check_not_input
-        from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+        from frozenaug.trainer.layout import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
 
         check_target(out)  # a device, FIFO or socket: refused before any work
 
@@ -226,7 +227,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     flags = fit_flags(args)
     run = Path(args.out)
     base = None
-    if args.resume and not args.overwrite and (run / cfgmod.CONFIG_NAME).is_file():
+    if args.resume and not args.overwrite and (run / layout.CONFIG_NAME).is_file():
         base = cfgmod.load_run_config(run).to_dict()
     cfg = cfgmod.resolve_config(flags, args.config, base=base)
     summary = fit(cfg, run, resume=bool(args.resume), overwrite=bool(args.overwrite))

@@ -18,12 +18,9 @@ from typing import Any
 from frozenaug.common.errors import InputError, brief
 from frozenaug.common.options import Option, check_keys, option, options_of, read_keys, resolve
 from frozenaug.common.safeparse import read_json
+from frozenaug.trainer.layout import CONFIG_NAME
 
 # The run directory's files, named once for fit, evaluate and predict.
-CONFIG_NAME = "config.json"
-STATE_NAME = "state.json"
-RUN_INFO_NAME = "run.json"  # facts of the run: class names, image shape, devices
-MODEL_NAME = "model.keras"
 # --model values; train.models builds them (kept here, free of keras, for the CLI's --help).
 MODEL_NAMES = ("small_resnet", "small_resnet_wide", "simple_cnn", "efficientnetv2b0",
                "efficientnetv2b3", "convnext_tiny", "convnext_small", "convnext_base")

@@ -27,19 +27,6 @@ from frozenaug.common.errors import InputError
 Patterns = Mapping[str, tuple[str, ...]]
 
 
-# The files ``frozenaug-train fit`` writes inside its run folder's sub-folders.
-FIT_OWN = {
-    "checkpoints": ("epoch-[0-9][0-9][0-9].keras", "*.weights.h5", ".tmp-*"),
-    "tb": ("*events.out.tfevents.*", "*/plugins/*", "*.tmp-*", ".tmp-*"),
-}
-
-
-def fit_inputs(build_dir: str, weights: str, fine_build: str = "") -> list[str]:
-    """What fit reads, which its --overwrite must never remove: the builds, a weights file."""
-    return [build_dir, *([fine_build] if fine_build else []),
-            *([weights] if Path(weights).is_file() else [])]
-
-
 def _resolve(p: str | os.PathLike) -> Path:
     return Path(os.path.abspath(Path(p).expanduser())).resolve()
 

@@ -28,7 +28,8 @@ from frozenaug.data.intake import check_class_names
 from frozenaug.trainer.assess import compound as compound_module
 from frozenaug.trainer.assess import tta as tta_module
 from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort
-from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME, FitConfig, load_run_config
+from frozenaug.trainer.config import FitConfig, load_run_config
+from frozenaug.trainer.layout import MODEL_NAME, RUN_INFO_NAME
 
 
 @dataclass

@@ -23,7 +23,7 @@ from frozenaug.common.owned import check_not_input
 from frozenaug.data.intake import load_unlabelled
 from frozenaug.trainer.assess.evaluate import load_inputs, load_run
 from frozenaug.trainer.assess.tta import predict_proba_timed
-from frozenaug.trainer.config import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+from frozenaug.trainer.layout import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
 
 
 def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,

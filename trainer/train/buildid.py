@@ -21,7 +21,7 @@ from typing import Any
 from frozenaug.common.errors import InputError
 from frozenaug.common.safeparse import read_json
 from frozenaug.format import MANIFEST_NAME, SPLIT_NAME, read_split_identity
-from frozenaug.trainer.config import RUN_INFO_NAME
+from frozenaug.trainer.layout import RUN_INFO_NAME
 
 
 def split_sha256(build: str | os.PathLike) -> str | None:

@@ -29,13 +29,14 @@ import numpy as np
 from frozenaug.common.atomic import TMP_PREFIX, atomic_path, check_target, write_bytes, write_json
 from frozenaug.common.errors import InputError
 from frozenaug.common.safeparse import read_json
-from frozenaug.trainer.config import STATE_NAME
+from frozenaug.trainer.layout import (
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    HISTORY_NAME,
+    STATE_NAME,
+    epoch_checkpoint,
+)
 
-CHECKPOINT_DIR = "checkpoints"
-BEST_WEIGHTS = f"{CHECKPOINT_DIR}/best.weights.h5"
-COARSE_FINAL = f"{CHECKPOINT_DIR}/coarse-final.weights.h5"
-HISTORY_NAME = "history.csv"
-CURVES_NAME = "curves.png"
 
 @dataclass
 class RunState:
@@ -198,7 +199,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.run, self.state, self.phase, self.es, self.rlr = run, state, phase, es, rlr
 
     def on_epoch_end(self, epoch, logs=None):
-        name = f"{CHECKPOINT_DIR}/epoch-{epoch:03d}.keras"
+        name = epoch_checkpoint(epoch)
         save_atomic(self.run / name, self.model.save)
         if self.es.best_epoch == epoch:
             save_atomic(self.run / BEST_WEIGHTS, self.model.save_weights)

@@ -58,7 +58,8 @@ import tensorflow as tf
 
 from frozenaug.common.errors import InputError
 from frozenaug.trainer import config as cfgmod
-from frozenaug.trainer.config import MODEL_NAME
+from frozenaug.trainer import layout
+from frozenaug.trainer.layout import MODEL_NAME
 from frozenaug.trainer.read.readmix import fresh_mix
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
@@ -145,7 +146,7 @@ def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Clu
         # 2. The run folder, its config and the facts of this start.
         prepare_run_dir(run, cfg, overwrite=overwrite)
         write_run_info(plan)
-        callbacks = [*(_tensorboard(run / "tb") if plan.chief else []), *extra_callbacks]
+        callbacks = [*(_tensorboard(run / layout.TB_DIR) if plan.chief else []), *extra_callbacks]
 
         # 3. The phases, in order; a resume skips those state.json says are over.
         phases = recipe_phases(cfg, plan.pretrained)
@@ -157,9 +158,9 @@ def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Clu
             start = 0 if phase.name == "coarse" else state.fine_start
             train_phase(model, phase.name, start + phase.epochs, plan, state, callbacks)
             if phase.name == "coarse":  # the fine phase starts from these weights
-                ckpt.save_atomic(run / ckpt.COARSE_FINAL, model.save_weights)
+                ckpt.save_atomic(run / layout.COARSE_FINAL, model.save_weights)
                 state.next_phase()
-                (run / ckpt.BEST_WEIGHTS).unlink(missing_ok=True)
+                (run / layout.BEST_WEIGHTS).unlink(missing_ok=True)
                 ckpt.save_state(run, state)
                 if len(phases) > 1:
                     model = fine_model(plan, state)
@@ -170,7 +171,7 @@ def _fit(cfg: cfgmod.FitConfig, run: Path, state: ckpt.RunState, cluster: mw.Clu
         if cluster is not None:
             mw.check_same_weights(plan.strategy, model, cluster)
         ckpt.save_atomic(run / MODEL_NAME, model.save)
-    ckpt.write_curves(run / ckpt.CURVES_NAME, state.history, state.fine_start)
+    ckpt.write_curves(run / layout.CURVES_NAME, state.history, state.fine_start)
     state.phase = "done"
     ckpt.save_state(run, state)
     ckpt.remove_epoch_checkpoints(run)  # the final model replaces them; keep weights files
@@ -210,7 +211,7 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
     and a checkpoint after every epoch; the counters continue those of ``state``."""
     cfg, run = plan.cfg, plan.run
     start = state.epoch + 1
-    best = run / ckpt.BEST_WEIGHTS
+    best = run / layout.BEST_WEIGHTS
     es = ckpt.ResumableEarlyStopping(state.early_stopping, monitor=plan.monitor,
                                      patience=max(cfg.patience, 1), restore_best_weights=True)
     if state.early_stopping and best.is_file():

@@ -52,6 +52,7 @@ import numpy as np
 from frozenaug.common.atomic import TMP_PREFIX
 from frozenaug.common.errors import InputError, brief
 from frozenaug.common.safeparse import parse_json
+from frozenaug.trainer.layout import CHECKPOINT_DIR
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -256,7 +257,7 @@ def private_run_dir(run: Path, copy: bool) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="frozenaug-worker-"))
     try:
         if copy and run.is_dir():
-            for src in [*run.iterdir(), *(run / "checkpoints").glob("*")]:
+            for src in [*run.iterdir(), *(run / CHECKPOINT_DIR).glob("*")]:
                 if not src.is_file() or src.name.startswith(TMP_PREFIX) or src.suffix == ".png":
                     continue
                 dest = tmp / src.relative_to(run)

@@ -15,7 +15,7 @@ from frozenaug.common.safeparse import read_json
 from frozenaug.format import Manifest, load_manifest
 from frozenaug.imaging.mixing import MixConfig
 from frozenaug.trainer import config as cfgmod
-from frozenaug.trainer.config import RUN_INFO_NAME
+from frozenaug.trainer.layout import RUN_INFO_NAME
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
 from frozenaug.trainer.train import multiworker as mw

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from frozenaug.common.errors import InputError
+from frozenaug.trainer import layout
 from frozenaug.trainer.train import checkpoint as ckpt
 from frozenaug.trainer.train import models
 from frozenaug.trainer.train.ckmatch import check_matches, load_weights_checked
@@ -89,7 +90,7 @@ def fine_model(plan: Plan, state: ckpt.RunState) -> keras.Model:
     if state.checkpoint:
         return load_checkpoint(plan.run / state.checkpoint, plan)
     model = phase_model(plan, "fine", "none")
-    load_weights_checked(model, plan.run / ckpt.COARSE_FINAL)
+    load_weights_checked(model, plan.run / layout.COARSE_FINAL)
     models.set_trainable(model, "fine", plan.cfg.unfreeze, plan.pretrained)
     compile_model(model, make_optimizer(plan, "fine"), plan)
     return model

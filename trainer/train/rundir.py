@@ -12,15 +12,17 @@ from frozenaug.common.atomic import TMP_PREFIX, remove_stale_temporaries, write_
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
 from frozenaug.common.lock import LOCK_NAME
-from frozenaug.common.owned import FIT_OWN, fit_inputs, removable, remove
+from frozenaug.common.owned import removable, remove
 from frozenaug.common.safeparse import read_json
 from frozenaug.trainer import config as cfgmod
-from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME, STATE_NAME
-from frozenaug.trainer.train import checkpoint as ckpt
+from frozenaug.trainer import layout
+from frozenaug.trainer.layout import (
+    FIT_OWN,
+    RUN_FILES,
+    fit_inputs,
+)
 
 # What fit writes into a run directory; --overwrite removes only these.
-RUN_FILES = (cfgmod.CONFIG_NAME, STATE_NAME, RUN_INFO_NAME, MODEL_NAME, ckpt.HISTORY_NAME,
-             ckpt.CURVES_NAME, ckpt.CHECKPOINT_DIR, "tb")
 
 
 
@@ -41,7 +43,7 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
         check_free_space(existing, int(params * 4 * 6), str(run))
     if not run.is_dir():
         return
-    cfg_path = run / cfgmod.CONFIG_NAME
+    cfg_path = run / layout.CONFIG_NAME
     if cfg_path.is_file() and not overwrite:
         stored = cfgmod.load_run_config(run)
         diff = cfgmod.config_differences(stored, cfg)
@@ -63,7 +65,7 @@ def check_run_dir(run: Path, cfg: cfgmod.FitConfig, *, resume: bool, overwrite: 
               and p.name != LOCK_NAME and not (overwrite and p.name in RUN_FILES)]
     if others:
         raise InputError(
-            f"{run}: not empty and not a frozenaug-train run (no {cfgmod.CONFIG_NAME}); "
+            f"{run}: not empty and not a frozenaug-train run (no {layout.CONFIG_NAME}); "
             "choose a new folder or pass --overwrite"
         )
 
@@ -77,14 +79,14 @@ def prepare_run_dir(run: Path, cfg: cfgmod.FitConfig, *, overwrite: bool) -> Non
     if overwrite:
         inputs = fit_inputs(cfg.build_dir, cfg.weights, cfg.fine_build)
         remove(removable(run, RUN_FILES, FIT_OWN, inputs))
-    for folder in (run, run / ckpt.CHECKPOINT_DIR):
+    for folder in (run, run / layout.CHECKPOINT_DIR):
         remove_stale_temporaries(folder)
     run.mkdir(parents=True, exist_ok=True)
-    cfg_path = run / cfgmod.CONFIG_NAME
+    cfg_path = run / layout.CONFIG_NAME
     wanted, stored = cfg.to_dict(), None
     if cfg_path.is_file():  # a resume (checked: same config): record changed check keys only
         stored = read_json(cfg_path, "run config")
         wanted = {**stored, **{k: wanted[k] for k in cfgmod.CHECK_KEYS}}
     if wanted != stored:
         write_json(cfg_path, wanted)
-    (run / ckpt.CHECKPOINT_DIR).mkdir(exist_ok=True)
+    (run / layout.CHECKPOINT_DIR).mkdir(exist_ok=True)

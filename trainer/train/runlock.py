@@ -20,9 +20,9 @@ from pathlib import Path
 
 from frozenaug.common.errors import InputError
 from frozenaug.common.lock import folder_lock, read_lock
-from frozenaug.common.owned import FIT_OWN, fit_inputs, removable, remove
+from frozenaug.common.owned import removable, remove
 from frozenaug.common.safeparse import read_json
-from frozenaug.trainer.config import STATE_NAME
+from frozenaug.trainer.layout import FIT_OWN, RUN_FILES, STATE_NAME, fit_inputs
 
 FIT_BUSY = ("another fit is writing this run (pid {holder} holds {lock}); wait for it to "
             "finish, or choose another --out")
@@ -49,7 +49,6 @@ def _epochs_done(run: Path) -> int:
 
 def _remove_new(run: Path, before: set[tuple[str, int]], cfg: object) -> None:
     """Remove fit's own entries of ``run`` that were not there, as they were, before."""
-    from frozenaug.trainer.train.rundir import RUN_FILES
 
     new = [n for n, ino in _entries(run) - before if n in RUN_FILES]
     inputs = fit_inputs(cfg.build_dir, cfg.weights, cfg.fine_build)  # type: ignore[attr-defined]
