@@ -11,7 +11,7 @@ trials kill the resumed run once more. Then it runs the command to completion an
 ``.work``, ``.tmp-*`` or ``.lock`` is left. Prints where the kills landed, trials and mismatches.
 
 fletcher32. Writes one shard of 2048 96x96 images with and without HDF5's fletcher32 filter and
-reads it in chunk-aligned blocks of 64 images, as trainer/stream.py does: raw ``preadv`` (the
+reads it in chunk-aligned blocks of 64 images, as trainer/read/stream.py does: raw ``preadv`` (the
 reader's path for unfiltered chunks), h5py ``read_direct`` without and with fletcher32, and
 sha256 of the whole file (what ``frozenaug-build verify`` pays), and raw reads plus a crc32 per
 block (what per-block checksums kept beside the images would cost). Prints images/s and ratios.

@@ -13,7 +13,7 @@ model selection (EarlyStopping watches the val split):
 * ``compound``: the headline. Accuracy under the compound suite of trainer/assess/compound.py
   (every test image its own composition of 2-5 families at severity 3-5, seed 0, two of the
   eight families held out of every training preset); ``compound F1`` its macro-F1;
-* ``dist``: mean accuracy under the six distortion families of trainer/distort.py at
+* ``dist``: mean accuracy under the six distortion families of trainer/assess/distort.py at
   severities 1..5, ``strong``: the same at severities 3..5 only;
 * ``lofo`` rows: leave-one-family-out. The build's policy lacks family F
   (``--drop-family F``); the run is scored on distortions of family F only, at severities 1..5,

@@ -1,5 +1,5 @@
 """Crash safety and concurrency: SIGKILL a build or a fit at random points and finish it; one
-build per directory at a time (builder/lock.py); many readers of one build at once.
+build per directory at a time (frozenaug/common/lock.py); many readers of one build at once.
 
 bench/crash.py runs the same kill-and-resume trial 20 times; here it runs three times.
 """

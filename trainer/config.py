@@ -91,8 +91,8 @@ class FitConfig:
     input_norm: str = option("auto", "image: standardise each image's channels (zero mean, "
                              "unit variance over its pixels) before a from-scratch model, which "
                              "makes it blind to brightness, contrast and stain/white-balance "
-                             "gains (see trainer/models.py); auto: image for small_resnet and "
-                             "small_resnet_wide, else none", choices=INPUT_NORMS)
+                             "gains (see trainer/train/models.py); auto: image for small_resnet "
+                             "and small_resnet_wide, else none", choices=INPUT_NORMS)
     epochs_coarse: int = option(30, "epochs of the first phase (pretrained weights: backbone "
                                 "frozen)", lo=0, hi=100_000)
     epochs_fine: int = option(0, "epochs of fine-tuning (from scratch: a finishing phase)",

@@ -1,6 +1,6 @@
 """Distortion families of augmentation transforms, and a policy with one family left out.
 
-The six families are the distortion suite's (trainer/distort.py): geometric, blur,
+The six families are the distortion suite's (trainer/assess/distort.py): geometric, blur,
 compression, colour (stain included), noise, occlusion. Leave-one-family-out trains with a
 policy that lacks family F and tests on distortions of family F: how the model copes with
 damage nobody anticipated.

@@ -1,5 +1,5 @@
 """H&E stain arithmetic shared by the augmentation (builder.ops.StainJitter) and the distortion
-suite (trainer/distort.py), in numpy alone so that importing it costs nothing.
+suite (trainer/assess/distort.py), in numpy alone so that importing it costs nothing.
 
 Colour deconvolution (Ruifrok & Johnston 2001): a pixel's optical density per channel,
 ``-ln((I + 1) / 256)``, is a sum of the stains' densities, each a fixed RGB vector times the

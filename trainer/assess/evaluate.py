@@ -298,7 +298,7 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
     """Evaluate a run on an input; write ``out/metrics.json`` and ``out/confusion.png``.
 
     ``tta`` averages over the 8 dihedral views, ``adapt_bn`` recomputes BatchNorm statistics
-    on the evaluated images first (trainer/tta.py); the run's files are never changed."""
+    on the evaluated images first (trainer/assess/tta.py); the run's files are never changed."""
     if not 1 <= severities <= MAX_SEVERITY:
         raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {severities}")
     if batch_size < 1:

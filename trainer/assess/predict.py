@@ -52,7 +52,7 @@ def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike,
             max_pixels: int | None = None) -> int:
     """Predict every image of ``input_path``; return how many rows were written.
 
-    ``tta``/``adapt_bn`` as in trainer/tta.py (adapt_bn adapts to these very images; the
+    ``tta``/``adapt_bn`` as in trainer/assess/tta.py (adapt_bn adapts to these very images; the
     run's files are never changed); ``report`` receives a line saying what they cost."""
     if batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")

@@ -1,5 +1,5 @@
 """Raw chunk I/O for the shard reader: where each chunk lies in the file, and the aligned,
-recycled buffers that blocks are read into (see trainer/stream.py)."""
+recycled buffers that blocks are read into (see trainer/read/stream.py)."""
 
 from __future__ import annotations
 

@@ -23,11 +23,11 @@ regularisers differ, are comparable (``val_loss`` jumps when L1L2 is switched on
 weights come from the split's own train counts (real images, not post-MixUp argmaxes).
 
 MixUp/CutMix. ``--mix build`` trains on what the build froze; ``--mix fresh`` draws them anew
-for every batch while reading (trainer/readmix.py), from a build without a mix stage.
+for every batch while reading (trainer/read/readmix.py), from a build without a mix stage.
 
 BatchNorm. After the last epoch the moving statistics of every BatchNorm layer that trained
 are recomputed with the final weights over a few thousand training images ("precise BN",
-trainer/bnstats.py): moving averages lag behind fast-changing weights, most on short runs.
+trainer/train/bnstats.py): moving averages lag behind fast-changing weights, most on short runs.
 
 Starting. Everything that can fail on bad input (the config, the build and its shards, with
 ``--verify`` their sha256, the model and its weights) is checked before fit writes anything, so
@@ -35,12 +35,12 @@ a failed start leaves no run folder, or an existing one untouched. A resume (and
 ``--overwrite``) first deletes the ``.tmp-*`` files a kill left in RUN and RUN/checkpoints.
 
 Resuming. After every epoch a checkpoint (model and optimizer, best weights, ``state.json``,
-``history.csv``; see trainer/checkpoint.py) is written so that ``--resume`` continues after the
+``history.csv``; see trainer/train/checkpoint.py) is written so that ``--resume`` continues after the
 last completed epoch with the same counters, and the history has the length of an uninterrupted
 run.
 
-Several GPUs: trainer/replicas.py. Several machines (``--strategy multiworker``):
-trainer/multiworker.py.
+Several GPUs: trainer/train/replicas.py. Several machines (``--strategy multiworker``):
+trainer/train/multiworker.py.
 """
 
 from __future__ import annotations

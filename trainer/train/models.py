@@ -7,7 +7,7 @@ the accelerator and a saved model needs no separate preprocessing step.
 
 The head is one or more ``Dense(SELU, lecun_normal)`` + ``Dropout`` blocks and a softmax
 ``Dense`` with L2 on its kernel, kept in float32 under mixed precision. The head's regulariser
-is chosen by the caller: L2 in the coarse phase, L1L2 in the fine phase (see trainer/fit.py).
+is chosen by the caller: L2 in the coarse phase, L1L2 in the fine phase (see trainer/train/fit.py).
 
 Pretrained or not. A backbone that starts from ImageNet (or a weights file) runs in inference
 mode (``training=False``), so its BatchNorm statistics stay those it was trained with while the

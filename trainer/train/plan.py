@@ -146,7 +146,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
 def check_resume_batch(plan: Plan, state: ckpt.RunState) -> None:
     """A resume must keep the global batch: the stream's steps per epoch and the learning-rate
     schedule saved with the optimizer were made for it (another number of GPUs or workers
-    changes it; trainer/replicas.py)."""
+    changes it; trainer/train/replicas.py)."""
     info = plan.run / RUN_INFO_NAME
     if not state.history or not info.is_file():
         return

@@ -4,7 +4,7 @@ BatchNorm.
 Several GPUs. ``--strategy mirrored`` builds, compiles and trains under
 ``tf.distribute.MirroredStrategy`` over all visible GPUs (R replicas, recorded as ``replicas``
 in ``run.json``). Several machines. ``--strategy multiworker`` does the same under
-``tf.distribute.MultiWorkerMirroredStrategy`` (trainer/multiworker.py): R is then the replicas
+``tf.distribute.MultiWorkerMirroredStrategy`` (trainer/train/multiworker.py): R is then the replicas
 of all workers together (W machines of G GPUs each: R = W x G; a CPU-only worker is one
 replica), and everything below holds for that R; each worker reads every global batch and
 keeps its own W-th of it, so the global batch is the same whichever mix of machines and GPUs
