@@ -3,8 +3,9 @@
 Freezing MixUp/CutMix into the shards fixes each image's partner and mixing ratio for good: K
 frozen epochs hold only K mixes of any image. Mixing is a batch operation that costs a few
 microseconds an image on uint8 arrays (frozenaug/imaging/mixing.py), so it can as well run while
-reading, with a fresh partner and ratio every epoch, at no cost to the accelerator. The seed of a batch
-is a hash of ``(seed, global step)``, so a resumed run draws the mixes an uninterrupted one would.
+reading, with a fresh partner and ratio every epoch, at no cost to the accelerator. The seed of a
+batch is a hash of ``(seed, global step)``, so a resumed run draws the mixes an uninterrupted one
+would.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ a failed start leaves no run folder, or an existing one untouched. A resume (and
 ``--overwrite``) first deletes the ``.tmp-*`` files a kill left in RUN and RUN/checkpoints.
 
 Resuming. After every epoch a checkpoint (model and optimizer, best weights, ``state.json``,
-``history.csv``; see trainer/train/checkpoint.py) is written so that ``--resume`` continues after the
-last completed epoch with the same counters, and the history has the length of an uninterrupted
+``history.csv``; see trainer/train/checkpoint.py) is written so that ``--resume`` continues after
+the last completed epoch with the same counters, and the history has the length of an uninterrupted
 run.
 
 Several GPUs: trainer/train/replicas.py. Several machines (``--strategy multiworker``):
