@@ -65,8 +65,9 @@ from frozenaug.trainer import config as cfgmod
 from frozenaug.trainer.config import MODEL_NAME, RUN_INFO_NAME
 from frozenaug.trainer.read.readmix import fresh_mix
 from frozenaug.trainer.read.stream import ShardStream
+from frozenaug.trainer.read.views import ViewStream
 from frozenaug.trainer.train import checkpoint as ckpt
-from frozenaug.trainer.train import keras_fixes, models
+from frozenaug.trainer.train import consistency, keras_fixes, models
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.bnstats import batchnorm_layers, recompute_bn_statistics
 from frozenaug.trainer.train.replicas import distributed_batches, sync_batchnorm
@@ -166,6 +167,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
                                  seed=cfg.seed, drop_remainder=drop, verify=cfg.verify)
     val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)
            if manifest.shards_of("val") else None)
+    consistency.check(cfg, [train, *([fine_train] if fine_train else [])])
     mix = None
     if cfg.mix == "fresh":
         if train.soft_labels:
@@ -327,7 +329,9 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
     stream = plan.stream(phase)
 
     def train_data() -> tf.data.Dataset:
-        data = stream.dataset(initial_epoch=start, repeat=True)
+        reader = ViewStream(stream, cfg.consistency_views) if cfg.consistency != "none" else (
+            stream)
+        data = reader.dataset(initial_epoch=start, repeat=True)
         if plan.mix is not None and stream is plan.train:  # a fine build mixes as it was built
             data = fresh_mix(data, plan.mix, plan.manifest.num_classes, cfg.seed,
                              first_step=start * stream.steps_per_epoch)
@@ -452,6 +456,8 @@ def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, plan: Pl
         metrics=["accuracy", keras.metrics.CategoricalCrossentropy(name="ce")],
         jit_compile=plan.jit and not plan.eager, run_eagerly=plan.eager,
     )
+    if plan.cfg.consistency != "none":
+        consistency.install(model, plan.cfg.consistency_views, plan.cfg.consistency_weight)
 
 
 def _tensorboard(log_dir: Path) -> list[keras.callbacks.Callback]:
