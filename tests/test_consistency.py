@@ -125,3 +125,30 @@ def test_frozen_mix_build_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["fit", str(build), "--out", str(tmp_path / "r"), *FIT,
                  "--consistency", "jsd"]) == 2
     assert "--drop-family mix" in _error(capsys)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN201
+        if epoch == 0:
+            raise _Interrupt
+
+
+def test_resume_trains_what_an_uninterrupted_run_trains(tmp_path: Path) -> None:
+    from frozenaug.trainer.config import FitConfig
+    from frozenaug.trainer.train.fit import fit
+
+    build = make_build(tmp_path / "b", epochs=3, n_per_class=6, num_classes=3, size=16)
+    cfg = FitConfig(build_dir=str(build), model="simple_cnn", epochs_coarse=2, batch_size=8,
+                    head_units=[8], consistency="jsd", dropout=0.0)
+    full = fit(cfg, tmp_path / "full", verbose=0, eager=True)["history"]
+    with pytest.raises(_Interrupt):
+        fit(cfg, tmp_path / "cut", verbose=0, eager=True, extra_callbacks=[_StopAfter()])
+    resumed = fit(cfg, tmp_path / "cut", resume=True, verbose=0, eager=True)["history"]
+    assert len(resumed) == len(full) == 2
+    for a, b in zip(full, resumed, strict=True):
+        for key in ("loss", "ce", "val_ce"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key

@@ -25,6 +25,10 @@ weights come from the split's own train counts (real images, not post-MixUp argm
 MixUp/CutMix. ``--mix build`` trains on what the build froze; ``--mix fresh`` draws them anew
 for every batch while reading (trainer/readmix.py), from a build without a mix stage.
 
+Consistency. ``--consistency jsd`` trains on V frozen views of each image per batch
+(trainer/read/views.py) with AugMix's Jensen-Shannon term added to the anchor view's loss
+(trainer/train/consistency.py); validation and the saved model stay single-view.
+
 BatchNorm. After the last epoch the moving statistics of every BatchNorm layer that trained
 are recomputed with the final weights over a few thousand training images ("precise BN",
 trainer/bnstats.py): moving averages lag behind fast-changing weights, most on short runs.
