@@ -35,6 +35,8 @@ TRISTATE = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "plateau")  # cosine decay after a linear warm-up | ReduceLROnPlateau
 MIX_MODES = ("build", "fresh")  # MixUp/CutMix as frozen in the build | drawn anew each epoch
+# none | AugMix's Jensen-Shannon consistency across frozen views (trainer/train/consistency.py)
+CONSISTENCY_MODES = ("none", "jsd")
 
 
 def _units(v: Any) -> list[int]:
@@ -116,6 +118,16 @@ class FitConfig:
     label_smoothing: float = option(0.1, "label smoothing of the loss", **_ZERO_ONE)
     mix: str = option("build", "build: MixUp/CutMix as frozen in the shards; fresh: drawn anew "
                       "every epoch while reading (build without a mix stage)", choices=MIX_MODES)
+    consistency: str = option("none", "jsd: each batch holds --consistency-views frozen views "
+                              "of every image (V frozen epochs, no augmentation cost) and the "
+                              "loss adds AugMix's Jensen-Shannon consistency across their "
+                              "predictions to the anchor view's CE; a step costs ~V plain "
+                              "steps; needs a build without frozen MixUp/CutMix "
+                              "(--drop-family mix) and K >= V", choices=CONSISTENCY_MODES)
+    consistency_views: int = option(2, "views of each image per batch with --consistency", lo=2,
+                                    hi=3)
+    consistency_weight: float = option(12.0, "weight of the consistency term (AugMix: 12)", lo=0,
+                                       hi=1000)
     precise_bn: bool = option(True, "recompute BatchNorm statistics with the final weights over "
                               "~4,000 training images", switch=True)
     unfreeze: int = option(30, "top backbone layers trained while fine-tuning (BatchNorm stays "
@@ -176,6 +188,10 @@ class FitConfig:
         if self.fine_build and not self.epochs_fine:
             raise InputError(f"{where}: fine_build {self.fine_build} is read by the fine phase "
                              "only; give it epochs (--epochs-fine N)")
+        if self.consistency != "none" and (self.mix == "fresh" or self.strategy != "default"):
+            what = "mix fresh" if self.mix == "fresh" else f"strategy {self.strategy}"
+            raise InputError(f"{where}: consistency {self.consistency} does not support {what} "
+                             "yet (views are read and weighed on one replica, unmixed)")
         if self.input_norm == "image" and self.model not in SCRATCH_MODEL_NAMES:
             raise InputError(f"{where}: input_norm {self.input_norm} is only for the "
                              f"from-scratch models ({', '.join(SCRATCH_MODEL_NAMES)}); "

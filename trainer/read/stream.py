@@ -65,6 +65,7 @@ class _OpenShard:
     image_offsets: np.ndarray | None = None  # encoded: (n+1,) int64, into image_bytes
     bytes_at: int | None = None  # encoded: file offset of image_bytes (None: read via h5py)
     image_bytes: h5py.Dataset | None = None
+    source: np.ndarray | None = None  # source_index, read only when asked (views.py)
 
 
 class ShardStream:
@@ -252,12 +253,14 @@ class ShardStream:
                 parts.append(self._read(entry, lambda f=f: f[name][()]))
         return np.concatenate(parts)
 
-    def _epoch_groups(self, epoch: int) -> Iterator[Batch]:
+    def _epoch_groups(self, epoch: int, sources: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
         """Open this epoch's shards, read their blocks in ``epoch_order``, close the shards;
-        yield groups of whole batches (only the epoch's last group may end with a smaller one)."""
+        yield groups of whole batches (only the epoch's last group may end with a smaller one).
+        ``sources``: each group also carries its rows' source_index (x, y, src), for the
+        multi-view reader (trainer/read/views.py)."""
         bs = self.batch_size
         with contextlib.ExitStack() as stack:
-            shards = [self._open(stack, e) for e in self.shards_of_epoch(epoch)]
+            shards = [self._open(stack, e, sources) for e in self.shards_of_epoch(epoch)]
             blocks = epoch_order([s.entry.samples for s in shards], [s.block for s in shards],
                                  self.seed if self.shuffle else None, epoch)
             # Inside a group, its own stream: the block order stays a function of its inputs.
@@ -266,16 +269,18 @@ class ShardStream:
             rows = min(self.num_samples, self.buffer_blocks * max(s.block for s in shards) + bs)
             carry_x = np.empty((0, *self.image_shape), np.uint8)
             carry_y = np.empty((0, self.num_classes), np.float32)
+            carry_s = np.empty(0, np.int64)
             for g in range(0, len(blocks), self.buffer_blocks):
                 group = blocks[g : g + self.buffer_blocks]
                 last = g + self.buffer_blocks >= len(blocks)
                 n = len(carry_x) + sum(b - a for _, a, b in group)
                 x = self._buffers.take(rows)[:n]
                 y = np.empty((n, self.num_classes), np.float32)
+                src = np.empty(n, np.int64)
                 # Where each image goes: a permutation of the group (shuffle), or in order.
                 to = rng.permutation(n) if rng is not None else np.arange(n)
                 c = len(carry_x)
-                x[to[:c]], y[to[:c]] = carry_x, carry_y
+                x[to[:c]], y[to[:c]], src[to[:c]] = carry_x, carry_y, carry_s
                 pos = c
                 decoding: list[tuple[_OpenShard, Future]] = []
                 for i, a, b in group:
@@ -286,6 +291,8 @@ class ShardStream:
                         self._read_rows(s, a, b, x,
                                         np.s_[pos : pos + b - a] if rng is None else dest)
                     y[dest] = s.targets[a:b]
+                    if sources:
+                        src[dest] = s.source[a:b]
                     pos += b - a
                 for s, done in decoding:
                     bad = done.result()
@@ -294,8 +301,8 @@ class ShardStream:
                                          f"{s.entry.samples} {self._why(s, bad)}")
                 full = n if last and not self.drop_remainder else n - n % bs
                 if full:
-                    yield x[:full], y[:full]
-                carry_x, carry_y = x[full:], y[full:]
+                    yield (x[:full], y[:full], src[:full]) if sources else (x[:full], y[:full])
+                carry_x, carry_y, carry_s = x[full:], y[full:], src[full:]
 
     def _group_spec(self) -> tuple[tf.TensorSpec, tf.TensorSpec]:
         import tensorflow as tf
@@ -305,8 +312,10 @@ class ShardStream:
             tf.TensorSpec((None, self.num_classes), tf.float32),
         )
 
-    def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry) -> _OpenShard:
+    def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry,
+              sources: bool = False) -> _OpenShard:
         f = stack.enter_context(fmt.open_shard(self.manifest, entry))
+        source = self._read(entry, lambda: f[fmt.DS_SOURCE_INDEX][()]) if sources else None
         encoding = self.manifest.encoding_of(entry)
         images = f[fmt.DS_IMAGES] if encoding == fmt.RAW else None
         if self.soft_labels and entry.soft_labels:
@@ -320,9 +329,10 @@ class ShardStream:
             data = f[fmt.DS_IMAGE_BYTES]
             offsets = self._read(entry, lambda: f[fmt.DS_IMAGE_OFFSETS][()])
             return _OpenShard(entry, None, targets, fmt.CHUNK_IMAGES, fd, None, encoding,
-                              offsets, rawio.contiguous_offset(data), data)
+                              offsets, rawio.contiguous_offset(data), data, source)
         block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
-        return _OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images))
+        return _OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images),
+                          source=source)
 
     def _decode_rows(self, s: _OpenShard, a: int, b: int, x: np.ndarray,
                      dest: np.ndarray) -> list[tuple[_OpenShard, Future]]:

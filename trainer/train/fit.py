@@ -25,6 +25,10 @@ weights come from the split's own train counts (real images, not post-MixUp argm
 MixUp/CutMix. ``--mix build`` trains on what the build froze; ``--mix fresh`` draws them anew
 for every batch while reading (trainer/read/readmix.py), from a build without a mix stage.
 
+Consistency. ``--consistency jsd`` trains on V frozen views of each image per batch
+(trainer/read/views.py) with AugMix's Jensen-Shannon term added to the anchor view's loss
+(trainer/train/consistency.py); validation and the saved model stay single-view.
+
 BatchNorm. After the last epoch the moving statistics of every BatchNorm layer that trained
 are recomputed with the final weights over a few thousand training images ("precise BN",
 trainer/train/bnstats.py): moving averages lag behind fast-changing weights, most on short runs.
@@ -62,6 +66,7 @@ from frozenaug.trainer import layout
 from frozenaug.trainer.layout import MODEL_NAME
 from frozenaug.trainer.read.readmix import fresh_mix
 from frozenaug.trainer.read.stream import ShardStream
+from frozenaug.trainer.read.views import ViewStream
 from frozenaug.trainer.train import checkpoint as ckpt
 from frozenaug.trainer.train import keras_fixes, models
 from frozenaug.trainer.train import multiworker as mw
@@ -229,7 +234,9 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
     stream = plan.stream(phase)
 
     def train_data() -> tf.data.Dataset:
-        data = stream.dataset(initial_epoch=start, repeat=True)
+        reader = ViewStream(stream, cfg.consistency_views) if cfg.consistency != "none" else (
+            stream)
+        data = reader.dataset(initial_epoch=start, repeat=True)
         if plan.mix is not None and stream is plan.train:  # a fine build mixes as it was built
             data = fresh_mix(data, plan.mix, plan.manifest.num_classes, cfg.seed,
                              first_step=start * stream.steps_per_epoch)

@@ -18,6 +18,7 @@ from frozenaug.trainer import config as cfgmod
 from frozenaug.trainer.layout import RUN_INFO_NAME
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
+from frozenaug.trainer.train import consistency
 from frozenaug.trainer.train import multiworker as mw
 from frozenaug.trainer.train.buildid import identity
 from frozenaug.trainer.train.replicas import distributed_batches
@@ -116,6 +117,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
                                  seed=cfg.seed, drop_remainder=drop, verify=cfg.verify)
     val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)
            if manifest.shards_of("val") else None)
+    consistency.check(cfg, [train, *([fine_train] if fine_train else [])])
     mix = None
     if cfg.mix == "fresh":
         if train.soft_labels:

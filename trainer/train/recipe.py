@@ -11,7 +11,7 @@ import keras
 from frozenaug.common.errors import InputError
 from frozenaug.trainer import layout
 from frozenaug.trainer.train import checkpoint as ckpt
-from frozenaug.trainer.train import models
+from frozenaug.trainer.train import consistency, models
 from frozenaug.trainer.train.ckmatch import check_matches, load_weights_checked
 from frozenaug.trainer.train.plan import Plan
 from frozenaug.trainer.train.replicas import sync_batchnorm
@@ -67,6 +67,8 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, pla
         metrics=["accuracy", keras.metrics.CategoricalCrossentropy(name="ce")],
         jit_compile=plan.jit and not plan.eager, run_eagerly=plan.eager,
     )
+    if plan.cfg.consistency != "none":
+        consistency.install(model, plan.cfg.consistency_views, plan.cfg.consistency_weight)
 
 
 def load_checkpoint(path: Path, plan: Plan) -> keras.Model:
