@@ -149,7 +149,7 @@ def test_reads_only_current_epoch_shards(build: Path, monkeypatch: pytest.Monkey
             live.discard(id(self))
             super().close()
 
-    monkeypatch.setattr(stream_mod.h5py, "File", Recording)
+    monkeypatch.setattr(h5py, "File", Recording)
     m = s.manifest
     for e in range(4):
         opened.clear()

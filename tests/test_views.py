@@ -12,6 +12,7 @@ from build_factory import make_build, read_stamp
 
 from frozenaug import format as fmt
 from frozenaug.common.errors import InputError
+from frozenaug.trainer.read.blocks import BlockReader
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.read.views import ViewStream
 
@@ -81,13 +82,13 @@ def test_only_the_views_epochs_are_open(build: Path, monkeypatch: pytest.MonkeyP
     s = ShardStream(build, batch_size=32, seed=0)
     v = ViewStream(s, 2)
     opened: list[int] = []
-    real = ShardStream._open
+    real = BlockReader.open
 
     def spy(self, stack, entry, sources=False):  # noqa: ANN001, ANN202
         opened.append(entry.epoch)
         return real(self, stack, entry, sources)
 
-    monkeypatch.setattr(ShardStream, "_open", spy)
+    monkeypatch.setattr(BlockReader, "open", spy)
     _epoch(v, 1)
     assert set(opened) == set(v.view_epochs(1)) and len(opened) == 4  # 2 epochs x 2 shards
 

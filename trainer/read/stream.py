@@ -8,7 +8,8 @@ and epoch), then a permutation inside a group of several blocks. The permutation
 each block is read with one ``preadv`` whose destination rows are the permuted rows of the
 group buffer (recycled by ``rawio.BufferPool`` once nothing refers to it). Only the current
 frozen epoch's shards are open, so memory does not depend on K. Every shard is opened through
-``frozenaug.format.manifest.open_shard``, the format's one check against the manifest.
+``frozenaug.format.open_shard``, the format's one check against the manifest (the block I/O:
+read.blocks; the order: read.order).
 
 Encoded shards (png, jpeg, webp) are read the same way, one ``preadv`` per block, of that block's
 byte range of ``image_bytes``; a pool of threads (``decode_threads``, kept for the stream's life)
@@ -25,18 +26,21 @@ import contextlib
 import itertools
 import math
 import os
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from frozenaug import format as fmt
 from frozenaug.common.errors import InputError, brief
 from frozenaug.trainer.read import rawio
+from frozenaug.trainer.read.blocks import (  # noqa: F401  (default_decode_threads: its API)
+    BlockReader,
+    OpenShard,
+    default_decode_threads,
+)
+from frozenaug.trainer.read.order import epoch_order
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -46,26 +50,6 @@ Batch = tuple[np.ndarray, np.ndarray]
 # 16 chunks of 64 images: each batch mixes samples of ~16 random places of the epoch, and a
 # group buffer is ~28 MiB at 96x96 (a stream keeps at most BufferPool.keep free ones).
 DEFAULT_BUFFER_BLOCKS = 16
-
-
-def default_decode_threads() -> int:
-    """Threads that decode encoded shards: up to 4, at most one per core."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-@dataclass
-class _OpenShard:
-    entry: fmt.ShardEntry
-    images: h5py.Dataset | None  # raw shards
-    targets: np.ndarray  # (n, C) float32: soft labels or one-hot
-    block: int  # images per chunk: reads start on multiples of it
-    fd: int  # the same file, for raw chunk reads
-    offsets: list[int] | None  # file offset of each chunk when chunks are plain bytes
-    encoding: str = fmt.RAW
-    image_offsets: np.ndarray | None = None  # encoded: (n+1,) int64, into image_bytes
-    bytes_at: int | None = None  # encoded: file offset of image_bytes (None: read via h5py)
-    image_bytes: h5py.Dataset | None = None
-    source: np.ndarray | None = None  # source_index, read only when asked (views.py)
 
 
 class ShardStream:
@@ -117,7 +101,6 @@ class ShardStream:
         if decode_threads is not None and decode_threads < 1:
             raise ValueError("decode_threads must be >= 1")
         self.decode_threads = decode_threads or default_decode_threads()
-        self._pool: ThreadPoolExecutor | None = None  # made on the first encoded block
         m = build_dir_or_manifest
         self.manifest = m if isinstance(m, fmt.Manifest) else fmt.load_manifest(m)
         self.split = split
@@ -147,6 +130,7 @@ class ShardStream:
         if soft_labels and not has_soft:
             raise InputError(f"{where}: soft labels requested but the {split} shards have none")
         self.soft_labels = has_soft if soft_labels is None else bool(soft_labels)
+        self.io = BlockReader(self.manifest, self.soft_labels, self.decode_threads)
         steps = self.num_samples / self.batch_size
         self.steps_per_epoch = math.floor(steps) if self.drop_remainder else math.ceil(steps)
         if self.steps_per_epoch < 1:
@@ -250,7 +234,7 @@ class ShardStream:
         parts = []
         for entry in self.shards_of_epoch(epoch):
             with fmt.open_shard(self.manifest, entry) as f:
-                parts.append(self._read(entry, lambda f=f: f[name][()]))
+                parts.append(self.io.read(entry, lambda f=f: f[name][()]))
         return np.concatenate(parts)
 
     def _epoch_groups(self, epoch: int, sources: bool = False) -> Iterator[tuple[np.ndarray, ...]]:
@@ -260,7 +244,7 @@ class ShardStream:
         multi-view reader (trainer/read/views.py)."""
         bs = self.batch_size
         with contextlib.ExitStack() as stack:
-            shards = [self._open(stack, e, sources) for e in self.shards_of_epoch(epoch)]
+            shards = [self.io.open(stack, e, sources) for e in self.shards_of_epoch(epoch)]
             blocks = epoch_order([s.entry.samples for s in shards], [s.block for s in shards],
                                  self.seed if self.shuffle else None, epoch)
             # Inside a group, its own stream: the block order stays a function of its inputs.
@@ -282,13 +266,13 @@ class ShardStream:
                 c = len(carry_x)
                 x[to[:c]], y[to[:c]], src[to[:c]] = carry_x, carry_y, carry_s
                 pos = c
-                decoding: list[tuple[_OpenShard, Future]] = []
+                decoding: list[tuple[OpenShard, Future]] = []
                 for i, a, b in group:
                     s, dest = shards[i], to[pos : pos + b - a]
                     if s.image_offsets is not None:
-                        decoding += self._decode_rows(s, a, b, x, dest)
+                        decoding += self.io.decode_rows(s, a, b, x, dest)
                     else:
-                        self._read_rows(s, a, b, x,
+                        self.io.read_rows(s, a, b, x,
                                         np.s_[pos : pos + b - a] if rng is None else dest)
                     y[dest] = s.targets[a:b]
                     if sources:
@@ -298,7 +282,7 @@ class ShardStream:
                     bad = done.result()
                     if bad is not None:
                         raise InputError(f"{self.manifest.path_of(s.entry)}: image {bad} of "
-                                         f"{s.entry.samples} {self._why(s, bad)}")
+                                         f"{s.entry.samples} {self.io.why(s, bad)}")
                 full = n if last and not self.drop_remainder else n - n % bs
                 if full:
                     yield (x[:full], y[:full], src[:full]) if sources else (x[:full], y[:full])
@@ -311,120 +295,3 @@ class ShardStream:
             tf.TensorSpec((None, *self.image_shape), tf.uint8),
             tf.TensorSpec((None, self.num_classes), tf.float32),
         )
-
-    def _open(self, stack: contextlib.ExitStack, entry: fmt.ShardEntry,
-              sources: bool = False) -> _OpenShard:
-        f = stack.enter_context(fmt.open_shard(self.manifest, entry))
-        source = self._read(entry, lambda: f[fmt.DS_SOURCE_INDEX][()]) if sources else None
-        encoding = self.manifest.encoding_of(entry)
-        images = f[fmt.DS_IMAGES] if encoding == fmt.RAW else None
-        if self.soft_labels and entry.soft_labels:
-            targets = self._read(entry, lambda: f[fmt.DS_SOFT_LABELS][()]).astype(np.float32)
-        else:  # labels are in 0..C-1: open_shard checked them
-            hard = self._read(entry, lambda: f[fmt.DS_LABELS][()])
-            targets = np.eye(self.num_classes, dtype=np.float32)[hard]
-        fd = os.open(self.manifest.path_of(entry), os.O_RDONLY)
-        stack.callback(os.close, fd)
-        if images is None:  # encoded: blocks of CHUNK_IMAGES rows, each one byte range
-            data = f[fmt.DS_IMAGE_BYTES]
-            offsets = self._read(entry, lambda: f[fmt.DS_IMAGE_OFFSETS][()])
-            return _OpenShard(entry, None, targets, fmt.CHUNK_IMAGES, fd, None, encoding,
-                              offsets, rawio.contiguous_offset(data), data, source)
-        block = max(1, int(images.chunks[0] if images.chunks else fmt.CHUNK_IMAGES))
-        return _OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images),
-                          source=source)
-
-    def _decode_rows(self, s: _OpenShard, a: int, b: int, x: np.ndarray,
-                     dest: np.ndarray) -> list[tuple[_OpenShard, Future]]:
-        """Read rows a:b of an encoded shard (one byte range) and hand their decoding into
-        ``x[dest]`` to the pool, in one task per thread; returns (shard, future of
-        ``codec.decode_rows``) per task."""
-        from frozenaug.format import codec
-
-        assert s.image_offsets is not None
-        lo, hi = int(s.image_offsets[a]), int(s.image_offsets[b])
-        data = np.empty(hi - lo, np.uint8)
-        if s.bytes_at is not None:
-            if self._read(s.entry, os.preadv, s.fd, [data], s.bytes_at + lo) != hi - lo:
-                path = self.manifest.path_of(s.entry)
-                raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
-        else:
-            data = self._read(s.entry, lambda: s.image_bytes[lo:hi])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
-        step = -(-(b - a) // self.decode_threads)
-        tasks = []
-        for r in range(a, b, step):
-            rows = range(r, min(r + step, b))
-            sub = data[int(s.image_offsets[r]) - lo:]
-            tasks.append((s, self._pool.submit(codec.decode_rows, sub, s.image_offsets,
-                                                   rows, x, dest[r - a:], s.encoding)))
-        return tasks
-
-    def _why(self, s: _OpenShard, row: int) -> str:
-        """What is wrong with one image of an encoded shard (decoded again, for the message)."""
-        from frozenaug.format import codec
-
-        assert s.image_offsets is not None and s.image_bytes is not None
-        lo, hi = int(s.image_offsets[row]), int(s.image_offsets[row + 1])
-        try:
-            codec.decode_into(self._read(s.entry, lambda: s.image_bytes[lo:hi]),
-                              np.empty(self.image_shape, np.uint8), s.encoding)
-        except ValueError as e:
-            return str(e)
-        return f"does not decode as {s.encoding}"
-
-    def _read_rows(
-        self, s: _OpenShard, a: int, b: int, x: np.ndarray, dest: slice | np.ndarray
-    ) -> None:
-        """Rows a:b of a shard's images (a chunk-aligned block) into ``x[dest]``: a slice, or
-        the destination row of each image.
-
-        Uncompressed chunks are plain C-order bytes at a known offset: one preadv straight into
-        the destination rows, which (unlike h5py) releases the GIL and skips h5py's global lock,
-        so the training loop keeps running meanwhile. Anything else goes through h5py."""
-        if s.offsets is None:
-            if isinstance(dest, slice):
-                self._read(s.entry, s.images.read_direct, x, np.s_[a:b], dest)
-            else:
-                x[dest] = self._read(s.entry, lambda: s.images[a:b])
-            return
-        out = [x[dest]] if isinstance(dest, slice) else [x[r] for r in dest.tolist()]
-        offset = s.offsets[a // s.block]
-        for k in range(0, len(out), rawio.IOV_MAX):
-            part = out[k : k + rawio.IOV_MAX]
-            want = (b - a if isinstance(dest, slice) else len(part)) * x.strides[0]
-            if self._read(s.entry, os.preadv, s.fd, part, offset) != want:
-                path = self.manifest.path_of(s.entry)
-                raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
-            offset += want
-
-    def _read(self, entry: fmt.ShardEntry, read: Callable[..., Any], *args: Any) -> Any:
-        """Run one h5py read; a damaged file becomes an InputError naming the shard."""
-        try:
-            return read(*args)
-        except OSError as e:
-            path = self.manifest.path_of(entry)
-            raise InputError(f"{path}: shard data unreadable ({e})") from None
-
-
-def epoch_order(
-    shard_sizes: Sequence[int], block: int | Sequence[int], seed: int | None, epoch: int
-) -> list[tuple[int, int, int]]:
-    """The order in which the reader reads an epoch: ``(shard, start, stop)`` for every block of
-    ``block`` consecutive samples (one HDF5 chunk, so each is one sequential read) of every
-    shard, each exactly once; shuffled by ``(seed, epoch)``, or in manifest order for ``seed``
-    None. ``block`` is one size for all shards, or one per shard. A pure function: equal
-    arguments give equal orders, whatever was read before.
-    """
-    sizes = [int(n) for n in shard_sizes]
-    per_shard = [int(block)] * len(sizes) if isinstance(block, int) else [int(b) for b in block]
-    if len(per_shard) != len(sizes) or min(per_shard, default=1) < 1:
-        raise ValueError(f"block {brief(block)}: need one size >= 1, or one per shard")
-    blocks = [(i, a, min(a + b, n)) for i, (n, b) in enumerate(zip(sizes, per_shard, strict=True))
-              for a in range(0, n, b)]
-    if seed is None:
-        return blocks
-    rng = np.random.default_rng([seed, epoch])
-    return [blocks[j] for j in rng.permutation(len(blocks))]

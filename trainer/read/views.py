@@ -32,7 +32,8 @@ import numpy as np
 from frozenaug import format as fmt
 from frozenaug.common.errors import InputError
 from frozenaug.trainer.read import rawio
-from frozenaug.trainer.read.stream import ShardStream, _OpenShard  # one package: its internals
+from frozenaug.trainer.read.blocks import OpenShard
+from frozenaug.trainer.read.stream import ShardStream
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -144,7 +145,7 @@ class _FrozenEpoch:
 
     def __init__(self, stream: ShardStream, frozen: int, stack: contextlib.ExitStack) -> None:
         self.stream, self.frozen = stream, frozen
-        self.shards = [stream._open(stack, e, sources=True)
+        self.shards = [stream.io.open(stack, e, sources=True)
                        for e in stream.shards_of_epoch(frozen)]
         src = np.concatenate([sh.source for sh in self.shards])
         self.order = np.argsort(src, kind="stable")
@@ -176,20 +177,20 @@ class _FrozenEpoch:
             else:
                 self._raw(sh, row[k], out, k)
 
-    def _raw(self, sh: _OpenShard, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
+    def _raw(self, sh: OpenShard, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
         """Whole rows: one pread each at its offset inside its plain chunk, in file order."""
         order = np.argsort(rows, kind="stable")
         if sh.offsets is None:  # filtered or odd chunks: h5py, one row at a time
             for r, d in zip(rows[order].tolist(), dest[order].tolist(), strict=True):
-                out[d] = self.stream._read(sh.entry, lambda r=r: sh.images[r])
+                out[d] = self.stream.io.read(sh.entry, lambda r=r: sh.images[r])
             return
         for r, d in zip(rows[order].tolist(), dest[order].tolist(), strict=True):
             offset = sh.offsets[r // sh.block] + (r % sh.block) * self.row_bytes
-            if self.stream._read(sh.entry, os.preadv, sh.fd, [out[d]], offset) != self.row_bytes:
+            if self.stream.io.read(sh.entry, os.preadv, sh.fd, [out[d]], offset) != self.row_bytes:
                 raise InputError(f"{self.stream.manifest.path_of(sh.entry)}: truncated shard "
                                  f"(short read of image {r})")
 
-    def _decode(self, sh: _OpenShard, rows: np.ndarray, out: np.ndarray, dest: np.ndarray,
+    def _decode(self, sh: OpenShard, rows: np.ndarray, out: np.ndarray, dest: np.ndarray,
                 pool: Callable[[], ThreadPoolExecutor]) -> None:
         """Encoded rows: their byte ranges read into one buffer, decoded by the pool."""
         from frozenaug.format import codec
@@ -201,13 +202,13 @@ class _FrozenEpoch:
         for a, b, k0, k1 in zip(lo.tolist(), hi.tolist(), ends[:-1].tolist(), ends[1:].tolist(),
                                 strict=True):
             if sh.bytes_at is not None:
-                got = self.stream._read(sh.entry, os.preadv, sh.fd, [data[k0:k1]],
+                got = self.stream.io.read(sh.entry, os.preadv, sh.fd, [data[k0:k1]],
                                         sh.bytes_at + a)
                 if got != b - a:
                     raise InputError(f"{self.stream.manifest.path_of(sh.entry)}: truncated "
                                      "shard (short read of an image)")
             else:
-                data[k0:k1] = self.stream._read(sh.entry, lambda a=a, b=b: sh.image_bytes[a:b])
+                data[k0:k1] = self.stream.io.read(sh.entry, lambda a=a, b=b: sh.image_bytes[a:b])
         threads = self.stream.decode_threads
         step = -(-len(rows) // threads)
         tasks = [(r, pool().submit(codec.decode_rows, data[int(ends[r]):], ends,
@@ -219,4 +220,4 @@ class _FrozenEpoch:
             if bad is not None:
                 r = int(rows[bad])
                 raise InputError(f"{self.stream.manifest.path_of(sh.entry)}: image {r} of "
-                                 f"{sh.entry.samples} {self.stream._why(sh, r)}")
+                                 f"{sh.entry.samples} {self.stream.io.why(sh, r)}")
