@@ -130,7 +130,7 @@ def policy_with(mix: str = "null", transform: str = "{__class_fullname__: Horizo
 
 def op(name: str, **knobs: object) -> str:
     args = ", ".join(f"{k}: {json.dumps(v)}" for k, v in knobs.items())
-    return f"{{__class_fullname__: frozenaug.builder.augment.ops.{name}, {args}}}"
+    return f"{{__class_fullname__: builder.ops.{name}, {args}}}"
 
 
 # --- zip members ---------------------------------------------------------------------------------
