@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,17 +22,29 @@ ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
 
 @pytest.mark.slow
 def test_wheel_installs_only_the_frozenaug_namespace(tmp_path: Path) -> None:
+    # From a copy of the sources: an in-tree build/ left by an earlier build could hide a
+    # package setup.cfg no longer lists.
+    src = tmp_path / "src"
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        (src / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, src / name)
+    for folder in ("frozenaug", "builder", "trainer"):
+        shutil.copytree(ROOT / folder, src / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp_path), str(ROOT)], check=True,
+                    "--no-build-isolation", "-w", str(tmp_path), str(src)], check=True,
                    capture_output=True, env=ENV)
     (wheel,) = tmp_path.glob("frozenaug-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"frozenaug", next(t for t in tops if t.endswith(".dist-info"))}
-    for module in ("frozenaug/api.py", "frozenaug/format/schema.py", "frozenaug/builder/cli.py",
-                   "frozenaug/builder/augment/ops.py", "frozenaug/trainer/cli.py",
-                   "frozenaug/trainer/read/stream.py"):
-        assert module in names
+    # every module of the checkout, at its installed path (a package missing from setup.cfg
+    # would install the console scripts without it)
+    for folder, prefix in (("frozenaug", "frozenaug"), ("builder", "frozenaug/builder"),
+                           ("trainer", "frozenaug/trainer")):
+        for src in (ROOT / folder).rglob("*.py"):
+            rel = src.relative_to(ROOT / folder).as_posix()
+            assert f"{prefix}/{rel}" in names, f"{prefix}/{rel} is not in the wheel"
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
     assert b"frozenaug-build = frozenaug.builder.cli:main" in entry
     assert b"frozenaug-train = frozenaug.trainer.cli:main" in entry
