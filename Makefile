@@ -43,9 +43,9 @@ lint: $(STAMP)
 	$(BIN)/python tests/importcontract.py
 	$(BIN)/hadolint Dockerfile
 
-# ~4-8 min cold, a slow target outside CI (README, "Docker on GPU servers"): the Dockerfile built with
-# podman on a stand-in base and the sample run through it inside the build. Needs podman and
-# mmdebstrap (Debian).
+# ~5 min cold, ~1 min cached; CI runs it after make test (README, "Docker on GPU servers"): the
+# Dockerfile built with podman on a stand-in base and the sample run through it inside the
+# build. Needs podman and mmdebstrap (Debian; .ci/run installs them).
 docker-test:
 	docker/test.sh
 
