@@ -241,7 +241,6 @@ def fit(build_dir: str | os.PathLike, out: str | os.PathLike, *, resume: bool = 
     (options: ``frozenaug-train fit --help``; ``resume`` continues an interrupted run with
     its stored config). Returns the finished run."""
     from frozenaug.trainer import config as cfgmod
-    from frozenaug.trainer import layout
     from frozenaug.trainer.train.fit import fit as _fit
 
     names = {o.name for o in cfgmod.OPTIONS.values()} - {"build_dir"}
@@ -249,9 +248,7 @@ def fit(build_dir: str | os.PathLike, out: str | os.PathLike, *, resume: bool = 
     if unknown:
         raise TypeError(f"fit: unknown option(s) {', '.join(unknown)}")
     run = Path(out)
-    base = None
-    if resume and not overwrite and (run / layout.CONFIG_NAME).is_file():
-        base = cfgmod.load_run_config(run).to_dict()
-    cfg = cfgmod.resolve_config({**options, "build_dir": str(build_dir)}, config, base=base)
+    cfg = cfgmod.fit_config({**options, "build_dir": str(build_dir)}, config, run,
+                            resume=resume, overwrite=overwrite)
     _fit(cfg, run, resume=resume, overwrite=overwrite)
     return Run(run)

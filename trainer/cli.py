@@ -17,7 +17,6 @@ from pathlib import Path
 from frozenaug.common.errors import InputError, OneLineParser
 from frozenaug.common.options import add_flags
 from frozenaug.process.dispatch import dispatch
-from frozenaug.trainer import layout
 from frozenaug.trainer.config import FLAG_NAMES
 from frozenaug.trainer.config import OPTIONS as FIT_OPTIONS
 
@@ -224,12 +223,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from frozenaug.trainer import config as cfgmod
     from frozenaug.trainer.train.fit import fit
 
-    flags = fit_flags(args)
     run = Path(args.out)
-    base = None
-    if args.resume and not args.overwrite and (run / layout.CONFIG_NAME).is_file():
-        base = cfgmod.load_run_config(run).to_dict()
-    cfg = cfgmod.resolve_config(flags, args.config, base=base)
+    cfg = cfgmod.fit_config(fit_flags(args), args.config, run, resume=bool(args.resume),
+                            overwrite=bool(args.overwrite))
     summary = fit(cfg, run, resume=bool(args.resume), overwrite=bool(args.overwrite))
     acc = summary.get("val_accuracy")
     shown = "" if acc is None else f", val accuracy {acc:.4f}"

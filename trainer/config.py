@@ -221,6 +221,16 @@ def resolve_config(
     return FitConfig(**values).validate(config_file or "command line")
 
 
+def fit_config(flags: dict[str, Any], config_file: str | None, run: str | Path, *,
+               resume: bool, overwrite: bool) -> FitConfig:
+    """The config a fit starts with: a resume continues with the run's stored config, under
+    the flags and config file given; a new run (or --overwrite) starts from the defaults."""
+    base = None
+    if resume and not overwrite and (Path(run) / CONFIG_NAME).is_file():
+        base = load_run_config(run).to_dict()
+    return resolve_config(flags, config_file, base=base)
+
+
 def check_trainable(manifest: Any) -> None:
     """A build a classifier can learn from: two classes or more (a softmax over one class
     learns nothing, and its labels break the stream)."""

@@ -80,6 +80,14 @@ class BlockReader:
         return OpenShard(entry, images, targets, block, fd, rawio.raw_chunk_offsets(images),
                           source=source)
 
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads that decode encoded blocks, made on first use, shared by every reader of
+        the stream (the multi-view reader too)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
+
     def decode_rows(self, s: OpenShard, a: int, b: int, x: np.ndarray,
                      dest: np.ndarray) -> list[tuple[OpenShard, Future]]:
         """Read rows a:b of an encoded shard (one byte range) and hand their decoding into
@@ -96,15 +104,12 @@ class BlockReader:
                 raise InputError(f"{path}: truncated shard (short read of images {a}..{b})")
         else:
             data = self.read(s.entry, lambda: s.image_bytes[lo:hi])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
         step = -(-(b - a) // self.decode_threads)
         tasks = []
         for r in range(a, b, step):
             rows = range(r, min(r + step, b))
             sub = data[int(s.image_offsets[r]) - lo:]
-            tasks.append((s, self._pool.submit(codec.decode_rows, sub, s.image_offsets,
+            tasks.append((s, self.pool().submit(codec.decode_rows, sub, s.image_offsets,
                                                    rows, x, dest[r - a:], s.encoding)))
         return tasks
 

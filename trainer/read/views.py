@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -69,7 +68,6 @@ class ViewStream:
         self.views = int(views)
         self.steps_per_epoch = stream.steps_per_epoch
         self._buffers = rawio.BufferPool(stream.image_shape)
-        self._pool: ThreadPoolExecutor | None = None  # made on the first encoded shard
 
     def view_epochs(self, epoch: int) -> list[int]:
         """The frozen epochs of Keras epoch ``epoch``'s views: the anchor's ``epoch mod K``,
@@ -128,16 +126,9 @@ class ViewStream:
                 views = []
                 for other in others:
                     out = self._buffers.take(len(src))
-                    other.read(src, y.argmax(axis=1), out, self._decode_pool)
+                    other.read(src, y.argmax(axis=1), out, s.io.pool)
                     views.append(out)
                 yield (x, *views, y)
-
-    def _decode_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.stream.decode_threads,
-                                            thread_name_prefix="decode-views")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
-        return self._pool
 
 
 class _FrozenEpoch:

@@ -20,7 +20,7 @@ from typing import Any
 
 from frozenaug.common.errors import InputError
 from frozenaug.common.safeparse import read_json
-from frozenaug.format import MANIFEST_NAME, SPLIT_NAME, read_split_identity
+from frozenaug.format import MANIFEST_NAME, SPLIT_NAME, read_split_identity, sha256_file
 from frozenaug.trainer.layout import RUN_INFO_NAME
 
 
@@ -34,14 +34,10 @@ def split_sha256(build: str | os.PathLike) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def identity(build: str | os.PathLike, prefix: str = "build") -> dict[str, Any]:
     """The run.json keys that tie a run to ``build``."""
     return {f"{prefix}_split_sha256": split_sha256(build),
-            f"{prefix}_manifest_sha256": _file_sha256(Path(build) / MANIFEST_NAME)}
+            f"{prefix}_manifest_sha256": sha256_file(Path(build) / MANIFEST_NAME)}
 
 
 def _info(run: str | os.PathLike) -> dict[str, Any]:
