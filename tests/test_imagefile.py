@@ -134,7 +134,7 @@ def test_an_interrupted_intake_leaves_nothing(tmp_path: Path, monkeypatch, capsy
         (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / "ab"[i % 2] / f"{i}.png"), img)
     before = sorted(p.name for p in tmp_path.iterdir())
-    read, calls = folders.read_image, []
+    read, calls = folders.read_image_file, []
 
     def dying(path: Path, size: tuple[int, int], *limit: int) -> np.ndarray | None:
         calls.append(path)
@@ -143,12 +143,12 @@ def test_an_interrupted_intake_leaves_nothing(tmp_path: Path, monkeypatch, capsy
             raise KeyboardInterrupt
         return read(path, size, *limit)
 
-    monkeypatch.setattr(folders, "read_image", dying)
+    monkeypatch.setattr(folders, "read_image_file", dying)
     assert build_main(["build", str(root), "--out", str(tmp_path / "out"), "--size", "16",
                        "--jobs", "1", "--no-clean", "--policy", "none", "--epochs", "1"]) == 130
     assert len(calls) == 20 and "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    monkeypatch.setattr(folders, "read_image", read)
+    monkeypatch.setattr(folders, "read_image_file", read)
     assert build_main(["build", str(root), "--out", str(tmp_path / "out"), "--size", "16",
                        "--jobs", "1", "--no-clean", "--policy", "none", "--epochs", "1"]) == 0
     assert not (tmp_path / "out" / ".work").exists()  # input.npy went with it

@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from frozenaug.common.errors import InputError, brief
-from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.data.dataset import Dataset
 from frozenaug.data.decode import read_image_file
 from frozenaug.data.imagefile import ImageFile
@@ -24,13 +23,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 FOLDER_BATCH = 64  # files one thread decodes and writes at a time
-
-
-def read_image(path: Path, size: tuple[int, int],
-               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | None:
-    """One file as (H,W,3) RGB uint8 at ``size``, or None when it cannot be decoded; an
-    InputError for a file that is not a regular one or states more than ``max_pixels``."""
-    return read_image_file(path, size, max_pixels)
 
 
 def _load_folders(root: Path, size: tuple[int, int], class_names: list[str] | None,
@@ -92,7 +84,7 @@ def _read_files(files: list[Path], size: tuple[int, int], out: ImageFile,
     def read(start: int) -> int:
         batch = np.zeros((min(FOLDER_BATCH, len(files) - start), *size, 3), np.uint8)
         for i in range(len(batch)):
-            img = read_image(files[start + i], size, max_pixels)
+            img = read_image_file(files[start + i], size, max_pixels)
             if img is not None:
                 batch[i], decoded[start + i] = img, True
         out[start : start + len(batch)] = batch

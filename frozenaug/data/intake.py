@@ -38,7 +38,8 @@ from frozenaug.data.dataset import (  # noqa: F401  (the intake's public names)
     parse_classes,
     parse_size,
 )
-from frozenaug.data.folders import IMAGE_EXTENSIONS, _load_folders, read_image
+from frozenaug.data.decode import read_image_file
+from frozenaug.data.folders import IMAGE_EXTENSIONS, _load_folders
 from frozenaug.data.npzinput import _load_npz, open_npz
 
 
@@ -104,7 +105,7 @@ def load_unlabelled(path: str | os.PathLike, size: tuple[int, int],
         check_memory(len(files), size, str(p))
         images = np.empty((len(files), *size, 3), np.uint8)
         for i, f in enumerate(files):
-            img = read_image(f, size, max_pixels)
+            img = read_image_file(f, size, max_pixels)
             if img is None:
                 raise InputError(f"{f}: unreadable image (not an image file, or not 1, 3 or "
                                  "4 channels)")
