@@ -84,10 +84,11 @@ class Build:
         return self.manifest.class_counts(split)
 
     def class_weights(self) -> dict[int, float]:
-        """Keras ``class_weight`` from the train counts: n / (classes x count), as fit uses."""
-        counts = np.asarray(self.counts("train"), float)
-        total = counts.sum()
-        return {i: float(total / (len(counts) * c)) if c else 0.0 for i, c in enumerate(counts)}
+        """Keras ``class_weight`` as fit uses it: balanced over the split's real train counts
+        (before MixUp/CutMix), n / (classes x count)."""
+        from frozenaug.trainer.config import class_weights
+
+        return class_weights(self.manifest.split_counts("train"))
 
     def stream(self, split: str = "train", *, batch_size: int = 64, shuffle: bool | None = None,
                seed: int = 0, soft_labels: bool | None = None, drop_remainder: bool = False,

@@ -231,6 +231,13 @@ def fit_config(flags: dict[str, Any], config_file: str | None, run: str | Path, 
     return resolve_config(flags, config_file, base=base)
 
 
+def class_weights(counts: list[int]) -> dict[int, float]:
+    """fit's class weights: balanced, n / (C * n_c); a class absent from train gets 1 (it never
+    occurs)."""
+    n, c = sum(counts), len(counts)
+    return {i: (n / (c * k) if k else 1.0) for i, k in enumerate(counts)}
+
+
 def check_trainable(manifest: Any) -> None:
     """A build a classifier can learn from: two classes or more (a softmax over one class
     learns nothing, and its labels break the stream)."""

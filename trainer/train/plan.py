@@ -15,6 +15,7 @@ from frozenaug.common.safeparse import read_json
 from frozenaug.format import Manifest, load_manifest
 from frozenaug.imaging.mixing import MixConfig
 from frozenaug.trainer import config as cfgmod
+from frozenaug.trainer.config import class_weights
 from frozenaug.trainer.layout import RUN_INFO_NAME
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
@@ -42,12 +43,6 @@ def _jit(cfg: cfgmod.FitConfig, gpu: bool) -> bool:
         raise InputError("--xla on: TensorFlow cannot compile the cross-worker all-reduce of "
                          "--strategy multiworker for CPUs; use --xla off or auto")
     return cfg.xla == "on"
-
-
-def class_weights(counts: list[int]) -> dict[int, float]:
-    """Balanced weights n / (C * n_c); a class absent from train gets 1 (it never occurs)."""
-    n, c = sum(counts), len(counts)
-    return {i: (n / (c * k) if k else 1.0) for i, k in enumerate(counts)}
 
 
 @dataclass
