@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from frozenaug.common.errors import OneLineParser
 from frozenaug.process.dispatch import dispatch
@@ -90,14 +92,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     if r.status == UP_TO_DATE:
         print(f"{cfg.out}: up to date (its manifest matches this config and input)")
         return 0
+    _report(r, "")
+    if r.finish is not None:
+        _report(r.finish, f"finishing build {cfg.finish} in {Path(cfg.out) / 'finish'}: ")
+    return 0
+
+
+def _report(r: Any, what: str) -> None:
     rate = r.images_written / r.write_seconds if r.write_seconds > 0 else 0.0
     kept = f", kept {r.shards_kept} finished shards" if r.shards_kept else ""
+    if r.status != "built":
+        print(f"{what}{r.status}")
+        return
     print(
-        f"wrote {r.images_written} images in {r.shards_written} shards{kept}: "
+        f"{what}wrote {r.images_written} images in {r.shards_written} shards{kept}: "
         f"{rate:,.0f} images/s, {r.bytes_written / 2**20:,.1f} MiB, "
         f"{r.write_seconds:.1f} s writing, {r.wall_seconds:.1f} s wall"
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,33 @@ def _droppable() -> tuple[str, ...]:
     return DROPPABLE
 
 
+# What finish "auto" gives: the recipe's finishing build after the heavy preset (README,
+# "Heavy, then light": 3 epochs of light after heavy gave back the clean accuracy heavy costs).
+AUTO_FINISH = {"heavy": "light:3"}
+NO_FINISH = "none"
+
+
+def _finish(v: Any) -> str:
+    """auto, none, or POLICY:K (a preset or policy file, and its frozen epochs K)."""
+    if not isinstance(v, str) or not v:
+        raise InputError(f"must be auto, none or POLICY:K, got {brief(v)}")
+    if v in ("auto", NO_FINISH):
+        return v
+    policy, sep, k = v.rpartition(":")
+    if not sep or not policy or not k.isdigit() or not 1 <= int(k) <= 10_000:
+        raise InputError(f"must be auto, none or POLICY:K with K in 1..10000 (e.g. light:3), "
+                         f"got {brief(v)}")
+    return f"{policy}:{int(k)}"
+
+
+def finish_policy(finish: str) -> tuple[str, int] | None:
+    """The finishing build's (policy, K) of a resolved ``finish`` value, or None."""
+    if finish in ("auto", NO_FINISH):
+        return None
+    policy, _, k = finish.rpartition(":")
+    return policy, int(k)
+
+
 @dataclass
 class BuildConfig:
     """Every option of ``frozenaug-build build``; see ``frozenaug-build build --help``.
@@ -92,13 +119,17 @@ class BuildConfig:
     outlier_min: int | None = field_of(OUTLIER_MIN)
     split: tuple[float, float, float] = field_of(SPLIT)
     seed: int = option(0, "random seed", lo=0, hi=2**63 - 1)
-    epochs: int = option(3, "frozen epochs K", lo=1, hi=10_000)
+    epochs: int = option(10, "frozen epochs K", lo=1, hi=10_000)
     policy: str = option("heavy", "a preset (none, light, heavy) or a policy file")
     drop_family: str | None = option(
         None, "leave one distortion family out of the policy (geometric, blur, compression, "
         "colour, noise, occlusion): train on it, then evaluate --distort shows how the model "
         "copes with that unseen family; or mix, the MixUp/CutMix stage, for fit --mix fresh",
         choices=_droppable, none_ok=True)
+    finish: str = option(
+        "auto", "also write a finishing build of the same split into OUT/finish, POLICY:K (e.g. "
+        "light:3), which frozenaug-train fit reads in its last epochs; none; auto: light:3 "
+        "after the heavy preset, else none", parse=_finish)
     shard_size: int = option(fmt.DEFAULT_SHARD_SIZE, "images per shard", lo=1, hi=2**31 - 1)
     encode: str = option(fmt.RAW, "how shards store images: raw, png, jpeg[:Q] (Q 1..100, "
                          "default 95), webp (lossless) or webp:Q (1..100); a lossy one applies "
@@ -113,6 +144,8 @@ class BuildConfig:
         d = {k: v for k, v in asdict(self).items() if k not in RUNTIME_ONLY}
         if d["drop_family"] is None:  # recorded when used: a build from before it keeps its key
             del d["drop_family"]
+        if d["finish"] == NO_FINISH:  # likewise
+            del d["finish"]
         return json.loads(json.dumps(d))
 
 
@@ -149,6 +182,8 @@ def load_build_config(args: argparse.Namespace) -> BuildConfig:
         raise InputError("--backend dask: needs --scheduler ADDRESS (a dask.distributed scheduler)")
     if cfg.scheduler and cfg.backend != "dask":
         raise InputError("--scheduler: only used with --backend dask")
+    if cfg.finish == "auto":
+        cfg.finish = AUTO_FINISH.get(cfg.policy, NO_FINISH)
     if not cfg.clean:  # no scan: the manifest records only scan parameters that were given
         cfg.threshold = cfg.threshold if "threshold" in given else None
         cfg.outlier_min = cfg.outlier_min if "outlier_min" in given else None

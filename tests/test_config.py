@@ -15,7 +15,8 @@ def _args(*flags: str):
 def test_defaults():
     cfg = load_build_config(_args())
     assert (cfg.input, cfg.out) == ("in.npz", "out")
-    assert cfg.epochs == 3 and cfg.policy == "heavy" and cfg.clean is True
+    assert cfg.epochs == 10 and cfg.policy == "heavy" and cfg.clean is True
+    assert cfg.finish == "light:3"  # the recipe's finishing build, after the heavy preset
     assert cfg.shard_size == fmt.DEFAULT_SHARD_SIZE and cfg.size == (96, 96)
     assert cfg.backend == "loky" and cfg.jobs is None
     assert isinstance(cfg.threshold, int) and isinstance(cfg.outlier_min, int)

@@ -83,7 +83,9 @@ def test_dask_cluster_matches_local_build(tiny, tmp_path, capsys, monkeypatch):
     # The shards were written on the cluster (the task stream sees every client's tasks).
     d, local = tmp_path / "client" / "d", tmp_path / "l"
     ran = {t["key"] for t in stream.data if "write_task" in t["key"]}
-    shards = json.loads((d / fmt.MANIFEST_NAME).read_text())["shards"]
+    # the heavy build's shards and its finishing build's (build --finish), all on the cluster
+    shards = [s for b in (d, d / fmt.FINISH_DIR)
+              for s in json.loads((b / fmt.MANIFEST_NAME).read_text())["shards"]]
     assert len(ran) == len(shards), (sorted(ran), [s["path"] for s in shards])
     # Worker processes (not threads of this one), and none left once the cluster is closed.
     assert len(worker_pids) == 2 and worker_pids <= spawned, (worker_pids, spawned)

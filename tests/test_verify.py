@@ -36,8 +36,10 @@ def copy(built, tmp_path) -> Path:
 
 def test_verify_ok(built, capsys):
     assert main(["verify", str(built[1])]) == 0
-    n = len(fmt.load_manifest(built[1]).shards)
-    assert capsys.readouterr().out.strip() == f"OK {n} shards"
+    m = fmt.load_manifest(built[1])
+    n, k = len(m.shards), len(fmt.load_manifest(m.finish_dir).shards)  # and its finishing build
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"OK {n} shards", f"OK {k} shards in {m.finish_dir}"]
 
 
 def test_verify_names_each_bad_shard(copy, capsys):

@@ -22,7 +22,20 @@ from frozenaug.common.errors import EXIT_INPUT_ERROR
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify the build, then its finishing build (build --finish), if it has one."""
     m = fmt.load_manifest(args.dir)
+    code = _verify(m)
+    if m.finish is not None:
+        manifest = m.root / fmt.FINISH_DIR / fmt.MANIFEST_NAME
+        if not manifest.is_file() or fmt.sha256_file(manifest) != m.finish.get("manifest_sha256"):
+            print(f"{manifest}: missing or not the finishing build {m.root / fmt.MANIFEST_NAME} "
+                  "records (its sha256 differs); run the build again", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+        code = max(code, _verify(fmt.load_manifest(m.root / fmt.FINISH_DIR)))
+    return code
+
+
+def _verify(m: fmt.Manifest) -> int:
     bad = 0
     for problem in fmt.manifest_problems(m):
         print(f"{m.root / fmt.MANIFEST_NAME}: {problem}", file=sys.stderr)
@@ -36,7 +49,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if bad:
         print(f"FAILED: {bad} problem(s) in {m.root} ({len(m.shards)} shards)", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    print(f"OK {len(m.shards)} shards")
+    print(f"OK {len(m.shards)} shards" + (f" in {m.root}" if m.root.name == fmt.FINISH_DIR
+                                           else ""))
     return 0
 
 
@@ -80,6 +94,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"policy     {policy.get('name', '?')}  hash {str(raw.get('policy_hash', '?'))[:16]}  "
           f"mix {json.dumps(policy.get('mix'))}")
     print(f"epochs     {m.epochs} frozen, seed {m.seed}")
+    if m.finish is not None:
+        print(f"finish     {m.finish.get('policy')} K={m.finish.get('epochs')} in {m.finish_dir} "
+              "(read by fit's finishing phase)")
     split = raw.get("split") or {}
     if split:
         print(f"split      fractions {split.get('fractions')}, counts {split.get('counts')}")

@@ -30,6 +30,7 @@ from frozenaug.builder.augment.policy import Policy, load_policy
 from frozenaug.builder.clean.cleaning import clean_dataset
 from frozenaug.builder.config import BuildConfig
 from frozenaug.builder.write.builddir import FRESH, UP_TO_DATE, BuildDir, build_key
+from frozenaug.builder.write.finish import check_finish_policy, write_finish
 from frozenaug.builder.write.scheduler import connect_scheduler
 from frozenaug.builder.write.shards import shard_bytes_estimate
 from frozenaug.builder.write.tasks import (
@@ -38,6 +39,7 @@ from frozenaug.builder.write.tasks import (
     release_worker_state,
     write_task,
 )
+from frozenaug.common.atomic import write_bytes
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
 from frozenaug.common.libversions import library_versions
@@ -56,11 +58,22 @@ class BuildResult:
     shards_kept: int = 0
     write_seconds: float = 0.0
     wall_seconds: float = 0.0
+    finish: BuildResult | None = None  # the finishing build's (write.finish)
 
 
-def _scan_and_split(ds: Any, cfg: BuildConfig, bdir: BuildDir) -> tuple[dict, dict | None]:
+# A finishing build's given split: (splits, scan summary, the parent's split.json bytes).
+Given = tuple[dict, "dict | None", bytes]
+
+
+def _scan_and_split(ds: Any, cfg: BuildConfig, bdir: BuildDir,
+                    given: Given | None = None) -> tuple[dict, dict | None]:
     """Scan (unless ``--no-clean``), drop what it flags, split the rest with near-duplicates kept
-    together (``clean_dataset``); or reuse the result a resumed build saved in ``.work``."""
+    together (``clean_dataset``); or reuse the result a resumed build saved in ``.work``, or
+    the parent build's (``given``, for a finishing build: write.finish)."""
+    if given is not None:
+        splits, summary, split_json = given
+        write_bytes(bdir.root / fmt.SPLIT_NAME, split_json)  # the parent's, byte for byte
+        return splits, summary
     saved = bdir.load_clean()
     if saved is not None:
         return saved
@@ -108,11 +121,14 @@ def preflight(ds: Any, policy: Policy, cfg: BuildConfig) -> None:
                          f"({type(e).__name__}: {e})") from None
 
 
-def run_build(cfg: BuildConfig) -> BuildResult:
-    """Build (or resume, or find up to date) the shards ``cfg`` describes."""
+def run_build(cfg: BuildConfig, *, clean: Given | None = None) -> BuildResult:
+    """Build (or resume, or find up to date) the shards ``cfg`` describes, and its finishing
+    build (``cfg.finish``, write.finish). ``clean``: the split to use instead of scanning and
+    splitting (a finishing build gets its parent's)."""
     t0 = time.perf_counter()
     bdir = BuildDir(Path(cfg.out))
     policy = load_policy(cfg.policy, cfg.drop_family)  # fail early on a bad policy
+    finish_policy = check_finish_policy(cfg)
     with connect_scheduler(cfg) as client:  # and on a bad scheduler
         ds = load_dataset(
             cfg.input, size=tuple(cfg.size), class_names=cfg.classes, strict=cfg.strict,
@@ -122,7 +138,8 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         preflight(ds, policy, cfg)
         key = build_key(cfg, fingerprint(ds), policy.hash, VERSION)
         with build_lock(bdir.root):  # one build per folder; the kernel drops it if killed
-            inputs = (cfg.input, *([cfg.policy] if Path(cfg.policy).is_file() else []))
+            inputs = (cfg.input, *(p for p in (cfg.policy, finish_policy and finish_policy.source)
+                                   if p and Path(p).is_file()))
             versions = library_versions()
             state = bdir.prepare(key, overwrite=bool(cfg.overwrite), inputs=inputs,
                                  versions=versions)
@@ -131,7 +148,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
             loaded = [ds]
             del ds  # _build drops the pixels once they are on disk; no frame here may keep them
             try:
-                result = _build(cfg, bdir, loaded, policy, key, client)
+                result = _build(cfg, bdir, loaded, policy, key, client, clean)
             except InputError:
                 if state == FRESH:  # bad input found late: leave no half-started build behind
                     bdir.discard()
@@ -141,14 +158,14 @@ def run_build(cfg: BuildConfig) -> BuildResult:
 
 
 def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: dict,
-           client: Any) -> BuildResult:
+           client: Any, given: Given | None) -> BuildResult:
     ds = loaded.pop()
     class_names = list(ds.class_names)
     skipped = len(ds.skipped)
     labels = np.asarray(ds.labels, dtype=np.int64)
     image_shape = tuple(int(v) for v in ds.images.shape[1:])
     num_samples = len(labels)
-    splits, scan_summary = _scan_and_split(ds, cfg, bdir)
+    splits, scan_summary = _scan_and_split(ds, cfg, bdir, given)
     if not len(splits.get("train", [])):
         raise InputError(f"{cfg.input}: no training images left after cleaning and splitting")
     tasks = plan_tasks(splits, labels, cfg)
@@ -203,6 +220,9 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
             for s in fmt.SPLITS
         },
     }
+    # Before this build's manifest: once it exists, so does the finishing build it names.
+    finish = write_finish(cfg, bdir.root, (splits, scan_summary), key["input_fingerprint"],
+                          run_build)
     bdir.finish(fmt.make_manifest(
         class_names=class_names, image_shape=image_shape, epochs=cfg.epochs, seed=cfg.seed,
         shards=[done[t.relpath] for t in tasks],
@@ -211,7 +231,9 @@ def _build(cfg: BuildConfig, bdir: BuildDir, loaded: list, policy: Policy, key: 
                "num_samples": num_samples, "skipped": skipped},
         split=split_summary, scan=scan_summary, frozenaug_version=VERSION,
         library_versions=library_versions(), encoding=cfg.encode,
+        **({"finish": finish[0]} if finish else {}),
     ))
+    result.finish = finish[1] if finish else None
     return result
 
 

@@ -37,7 +37,7 @@ from frozenaug.common.safeparse import read_json
 WORK = ".work"
 # What a build writes into its folder; --overwrite removes these names and nothing else.
 CLEAN_NAMES = ("scan.json", "scan.png", "split.json")
-BUILD_NAMES = (fmt.MANIFEST_NAME, WORK, *fmt.SPLITS, *CLEAN_NAMES)
+BUILD_NAMES = (fmt.MANIFEST_NAME, WORK, *fmt.SPLITS, *CLEAN_NAMES, fmt.FINISH_DIR)
 # A folder holding only what `frozenaug-build clean` wrote may take a build.
 _CLEAN_OUTPUTS = {*CLEAN_NAMES, "cleaned.npz", LOCK_NAME}  # and the lock this build holds
 # The files a build writes inside each of its folders: --overwrite removes a folder only when
@@ -50,6 +50,9 @@ OWN_FILES = {
     "val": ("shard-[0-9][0-9][0-9][0-9][0-9].h5", ".tmp-*"),
     "test": ("shard-[0-9][0-9][0-9][0-9][0-9].h5", ".tmp-*"),
 }
+# The finishing build (write.finish) is a build of its own, one level down.
+OWN_FILES["finish"] = (fmt.MANIFEST_NAME, *CLEAN_NAMES, LOCK_NAME, ".tmp-*",
+                       *(f"{d}/{p}" for d, pats in OWN_FILES.items() for p in pats))
 _KEY_FIELDS = ("input_fingerprint", "policy_hash", "frozenaug_version")
 
 UP_TO_DATE, RESUME, FRESH = "up to date", "resume", "fresh"
@@ -67,6 +70,17 @@ def _manifest_key(raw: Any) -> dict | None:
                 "policy_hash": raw["policy_hash"], "frozenaug_version": raw["frozenaug_version"]}
     except (KeyError, TypeError):
         return None
+
+
+def _finish_intact(out: Path, finish: dict) -> bool:
+    """The finishing build a manifest names is there as it was recorded, every shard too."""
+    manifest = out / fmt.FINISH_DIR / fmt.MANIFEST_NAME
+    if not manifest.is_file() or sha256_file(manifest) != finish.get("manifest_sha256"):
+        return False
+    raw = _read_json(manifest)
+    shards = raw.get("shards") if isinstance(raw, dict) else None
+    return isinstance(shards, list) and all(
+        isinstance(s, dict) and (manifest.parent / str(s.get("path"))).is_file() for s in shards)
 
 
 def _read_json(path: Path) -> Any:
@@ -135,12 +149,15 @@ class BuildDir:
         if manifest.is_file():
             raw = _read_json(manifest)
             if _manifest_key(raw) == key:
-                if all((out / s["path"]).is_file() for s in raw["shards"]):
+                finish = raw.get("finish")
+                if all((out / s["path"]).is_file() for s in raw["shards"]) and (
+                        not isinstance(finish, dict) or _finish_intact(out, finish)):
                     shutil.rmtree(self.work, ignore_errors=True)
                     return UP_TO_DATE  # nothing is written: no mix of versions
                 if _versions_allow_resume(raw.get("library_versions"), versions, manifest,
                                           overwrite):
-                    # A shard went missing: resume, keeping the listed shards whose bytes match.
+                    # A shard (or the finishing build) went missing: resume, keeping the listed
+                    # shards whose bytes match.
                     write_json(plan, {**key, "library_versions": versions})
                     for s in raw["shards"]:
                         if (out / s["path"]).is_file():
@@ -177,7 +194,7 @@ class BuildDir:
 
     def discard(self) -> None:
         """Undo a fresh build that failed on bad input: no half-started build stays behind."""
-        for name in (WORK, *fmt.SPLITS):
+        for name in (WORK, *fmt.SPLITS, fmt.FINISH_DIR):
             shutil.rmtree(self.root / name, ignore_errors=True)
         for name in CLEAN_NAMES:  # a fresh build cleared them first: these are its own
             (self.root / name).unlink(missing_ok=True)

@@ -13,7 +13,8 @@ from frozenaug.format.check import (  # noqa: F401
     problems,
     sha256_file,
 )
-from frozenaug.format.manifest import (  # noqa: F401  # noqa: F401
+from frozenaug.format.manifest import (  # noqa: F401
+    FINISH_DIR,
     Manifest,
     ShardEntry,
     load_manifest,

@@ -79,6 +79,10 @@ class ShardEntry:
         )
 
 
+# Where ``build --finish`` writes its finishing build: an ordinary build inside the build.
+FINISH_DIR = "finish"
+
+
 @dataclass
 class Manifest:
     """The parsed ``manifest.json`` of a build directory."""
@@ -141,6 +145,18 @@ class Manifest:
         """The policy's MixUp/CutMix stage as written in the manifest, or None."""
         mix = self.raw.get("policy", {}).get("mix")
         return mix if isinstance(mix, dict) else None
+
+    @property
+    def finish(self) -> dict[str, Any] | None:
+        """The finishing build written inside this one (``build --finish``: ``dir``,
+        ``policy``, ``epochs``, ``manifest_sha256``), or None."""
+        f = self.raw.get("finish")
+        return f if isinstance(f, dict) and f.get("dir") == FINISH_DIR else None
+
+    @property
+    def finish_dir(self) -> Path | None:
+        """The folder of the finishing build, or None when the build has none."""
+        return self.root / FINISH_DIR if self.finish else None
 
     def split_identity(self) -> tuple[str, Any]:
         """The input fingerprint and the rows of each split (the build's split.json): two
