@@ -22,6 +22,7 @@ from frozenaug.trainer.config import (
     load_run_config,
     read_config_file,
     resolve_config,
+    resolve_recipe,
 )
 from frozenaug.trainer.train.fit import fit
 from frozenaug.trainer.train.plan import class_weights
@@ -66,7 +67,9 @@ def test_fit_writes_run_and_resume_matches_uninterrupted(build, tmp_path):
     for name in ("model.keras", "history.csv", "curves.png", "config.json", "run.json",
                  "state.json"):
         assert (run / name).is_file(), name
-    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    # what trained: fine_build "auto" resolved (this build has no finishing build)
+    assert json.loads((run / "config.json").read_text()) == resolve_recipe(cfg).to_dict()
+    assert resolve_recipe(cfg).fine_build == "" and cfg.fine_build == "auto"
     rows = _history(run)
     assert [r["phase"] for r in rows] == ["coarse", "coarse", "fine"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]

@@ -66,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
 
     p = sub.add_parser("evaluate", help="accuracy, macro F1, confusion matrix; --distort")
-    p.add_argument("run", help="run directory (fit output)")
-    p.add_argument("input", nargs="?", default=None,
-                   help="build directory, .npz or class folder (default: the run's build)")
+    p.add_argument("paths", nargs="+", metavar="RUN [RUN ...] [INPUT]",
+                   help="run directories (fit output; several: an ensemble, the mean of their "
+                        "softmax), then the build directory, .npz or class folder to evaluate "
+                        "on (default: the first run's build)")
     p.add_argument("--out", required=True, help="folder for metrics.json and confusion.png")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="split of a build directory (default test)")
@@ -83,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _max_pixels(p)
 
     p = sub.add_parser("predict", help="class and per-class probabilities as CSV")
-    p.add_argument("run", help="run directory (fit output)")
-    p.add_argument("input", help="build directory, .npz, a folder per class, or a flat "
-                   "folder of images")
+    p.add_argument("paths", nargs="+", metavar="RUN [RUN ...] INPUT",
+                   help="run directories (fit output; several: an ensemble), then the build "
+                        "directory, .npz, a folder per class, or a flat folder of images")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="split of a build directory (default test)")
@@ -115,9 +116,9 @@ def precheck(args: argparse.Namespace) -> None:
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise InputError(f"{args.out}: exists and is not a folder (--out names the run "
                              "folder)")
-        from frozenaug.trainer.config import resolve_config  # no TensorFlow in there
+        from frozenaug.trainer.config import resolve_config, resolve_recipe  # no TensorFlow
 
-        cfg = resolve_config(fit_flags(args), args.config)
+        cfg = resolve_recipe(resolve_config(fit_flags(args), args.config))
         if cfg.strategy == "multiworker":
             from frozenaug.trainer.train.multiworker import read_tf_config  # no TensorFlow in there
 
@@ -143,12 +144,12 @@ def precheck(args: argparse.Namespace) -> None:
 
         if not 1 <= args.severities <= MAX_SEVERITY:
             raise InputError(f"--severities: must be 1..{MAX_SEVERITY}, got {args.severities}")
-    _exists(args.run, "run directory", True)
-    from frozenaug.trainer.assess.evaluate import (
-        read_run_files,  # config.json and run.json, no TensorFlow
-    )
+    from frozenaug.trainer.assess.runs import check_members, split_paths  # no TensorFlow
 
-    read_run_files(args.run)
+    args.runs, args.input = split_paths(args.paths, input_required=args.command == "predict")
+    for run in args.runs:
+        _exists(run, "run directory", True)
+    check_members(args.runs)  # config.json and run.json of each
     out = Path(args.out)
     if args.command == "evaluate":
         if out.exists() and not out.is_dir():
@@ -158,12 +159,12 @@ def precheck(args: argparse.Namespace) -> None:
     else:
         from frozenaug.common.atomic import check_target
         from frozenaug.common.owned import check_not_input
-        from frozenaug.trainer.layout import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
+        from frozenaug.trainer.assess.runs import member_files
 
         check_target(out)  # a device, FIFO or socket: refused before any work
 
-        run_files = [Path(args.run) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
-        check_not_input(out, [args.input, *run_files], "writing the CSV there", inside_ok=True)
+        check_not_input(out, [args.input, *member_files(args.runs)], "writing the CSV there",
+                        inside_ok=True)
 
 
 def fit_flags(args: argparse.Namespace) -> dict:
@@ -238,14 +239,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from frozenaug.trainer.assess.tta import Cost
     from frozenaug.trainer.config import load_run_config
     from frozenaug.trainer.train import buildid
-    from frozenaug.trainer.train.runlock import reading_run
+    from frozenaug.trainer.train.runlock import reading_runs
 
     named = args.input is not None
     data = args.input if named else buildid.default_build(
-        args.run, load_run_config(args.run).build_dir)
-    buildid.check_input(args.run, data, named)
-    with reading_run(args.run, data):
-        m = evaluate(args.run, data, args.out, split=args.split, distort_=args.distort,
+        args.runs[0], load_run_config(args.runs[0]).build_dir)
+    for run in args.runs:  # every member: the test images must be none it trained on
+        buildid.check_input(run, data, named)
+    with reading_runs(args.runs, data):
+        m = evaluate(args.runs, data, args.out, split=args.split, distort_=args.distort,
                      severities=args.severities, seed=args.seed, batch_size=_batch(args),
                      tta=args.tta, adapt_bn=args.adapt_bn,
                      max_pixels=args.max_image_pixels)
@@ -262,11 +264,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from frozenaug.trainer.assess.predict import predict
     from frozenaug.trainer.train import buildid
-    from frozenaug.trainer.train.runlock import reading_run
+    from frozenaug.trainer.train.runlock import reading_runs
 
-    buildid.check_input(args.run, args.input, named=True)
-    with reading_run(args.run, args.input):
-        n = predict(args.run, args.input, args.out, split=args.split, batch_size=_batch(args),
+    for run in args.runs:
+        buildid.check_input(run, args.input, named=True)
+    with reading_runs(args.runs, args.input):
+        n = predict(args.runs, args.input, args.out, split=args.split, batch_size=_batch(args),
                     tta=args.tta, adapt_bn=args.adapt_bn, report=print,
                     max_pixels=args.max_image_pixels)
     print(f"{args.out}: {n} predictions")

@@ -11,7 +11,7 @@ same run directory compares against it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,22 @@ def _lr_or_auto(v: Any) -> float | str:
     return lr
 
 
+def _epochs_or_auto(v: Any) -> int | str:
+    """"auto", or a number of epochs in 0..100000."""
+    if v == "auto":
+        return "auto"
+    try:
+        n = int(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else None
+    except ValueError:
+        n = None
+    if n is None or not 0 <= n <= 100_000 or (isinstance(v, str) and not v.strip().isdigit()):
+        raise ValueError(f"must be auto or an integer in 0..100000, got {v!r}")
+    return n
+
+
+# What epochs_fine "auto" gives with a finishing build: the recipe's 3 epochs (README, "Heavy,
+# then light": measured with 3).
+FINISH_EPOCHS = 3
 _ZERO_ONE = {"lo": 0, "hi": 1, "hi_open": True}  # [0, 1)
 _POSITIVE = {"lo": 0, "lo_open": True}
 _SEED_MAX = 2**32 - 1  # TensorFlow's and Keras' seed range
@@ -95,13 +111,17 @@ class FitConfig:
                              "makes it blind to brightness, contrast and stain/white-balance "
                              "gains (see trainer/train/models.py); auto: image for small_resnet "
                              "and small_resnet_wide, else none", choices=INPUT_NORMS)
-    epochs_coarse: int = option(30, "epochs of the first phase (pretrained weights: backbone "
+    epochs_coarse: int = option(40, "epochs of the first phase (pretrained weights: backbone "
                                 "frozen)", lo=0, hi=100_000)
-    epochs_fine: int = option(0, "epochs of fine-tuning (from scratch: a finishing phase)",
-                              lo=0, hi=100_000)
-    fine_build: str = option("", "the fine phase trains on this build's train split instead: "
-                             "another build of the same input and split, e.g. --policy light "
-                             "to finish a heavy run (README, Models)", empty_ok=True)
+    epochs_fine: int | str = option(
+        "auto", "epochs of fine-tuning (from scratch: a finishing phase); auto: 3 when there is "
+        "a fine build (below), else 0", parse=_epochs_or_auto)
+    fine_build: str = option(
+        "auto", "the fine phase trains on this build's train split instead: another build of "
+        "the same input and split, e.g. --policy light to finish a heavy run (README, Models); "
+        "auto: from scratch, the build's own finishing build (frozenaug-build build --finish, "
+        "on by default after the heavy preset) if it has one; none: the build itself",
+        empty_ok=True)
     batch_size: int = option(64, "images per batch, per replica", lo=1, hi=65536)
     lr: float = option(2e-3, "coarse-phase (peak) learning rate", **_POSITIVE)
     fine_lr: float | str = option(
@@ -182,10 +202,10 @@ class FitConfig:
         the one rule across fields; InputError naming ``where`` and the key."""
         for name, o in OPTIONS.items():
             o.check(getattr(self, name), where)
-        if self.epochs_coarse + self.epochs_fine < 1:
+        if self.epochs_fine != "auto" and self.epochs_coarse + int(self.epochs_fine) < 1:
             raise InputError(f"{where}: epochs_coarse + epochs_fine must be >= 1, got "
                              f"{self.epochs_coarse} + {self.epochs_fine}")
-        if self.fine_build and not self.epochs_fine:
+        if self.fine_build not in ("", "none", "auto") and self.epochs_fine == 0:
             raise InputError(f"{where}: fine_build {self.fine_build} is read by the fine phase "
                              "only; give it epochs (--epochs-fine N)")
         if self.consistency != "none" and (self.mix == "fresh" or self.strategy != "default"):
@@ -202,6 +222,26 @@ class FitConfig:
 OPTIONS: dict[str, Option] = {o.name: o for o in options_of(FitConfig)}
 # The fields set by a flag of ``fit`` (build_dir is its positional DIR).
 FLAG_NAMES = tuple(name for name, o in OPTIONS.items() if o.flag is not None)
+
+
+def resolve_recipe(cfg: FitConfig) -> FitConfig:
+    """``cfg`` with ``fine_build`` and ``epochs_fine`` "auto" made concrete from the build's
+    manifest (what ``config.json`` records, so a resume trains the same): from scratch, the
+    build's finishing build and 3 epochs on it (the recipe in one command); pretrained, the
+    build itself and no fine phase unless ``epochs_fine`` says so; ``epochs_fine`` 0, no
+    finishing build. ``none`` becomes ""."""
+    from frozenaug.format import load_manifest  # a JSON file; no TensorFlow
+
+    fine = cfg.fine_build
+    if fine == "auto":  # --epochs-fine 0 asks for no finishing phase
+        finish = (load_manifest(cfg.build_dir).finish_dir
+                  if cfg.weights == "none" and cfg.epochs_fine != 0 else None)
+        fine = str(finish) if finish is not None else ""
+    fine = "" if fine == "none" else fine
+    epochs = cfg.epochs_fine
+    if epochs == "auto":
+        epochs = FINISH_EPOCHS if fine else 0
+    return replace(cfg, fine_build=fine, epochs_fine=epochs).validate()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -228,7 +268,7 @@ def fit_config(flags: dict[str, Any], config_file: str | None, run: str | Path, 
     base = None
     if resume and not overwrite and (Path(run) / CONFIG_NAME).is_file():
         base = load_run_config(run).to_dict()
-    return resolve_config(flags, config_file, base=base)
+    return resolve_recipe(resolve_config(flags, config_file, base=base))
 
 
 def class_weights(counts: list[int]) -> dict[int, float]:

@@ -3,10 +3,12 @@
 From scratch (``--weights none``, the default, with ``small_resnet``): every layer trains from
 the first step, BatchNorm included, with AdamW (decoupled weight decay, none on norms and
 biases), a linear warm-up of ``warmup_epochs`` then cosine decay to lr/100, and label
-smoothing. The fine phase (``epochs_fine``, default 0) is then a finishing phase: the same net
-and regularisers at ``fine_lr`` (cosine, no warm-up), on ``fine_build``'s train split when
-given: heavy augmentation for robustness, then a few epochs of a light build of the same split
-give back the clean accuracy heavy costs (README, "Models").
+smoothing. The fine phase (``epochs_fine``) is then a finishing phase: the same net and
+regularisers at ``fine_lr`` (cosine, no warm-up), on ``fine_build``'s train split when given:
+heavy augmentation for robustness, then a few epochs of a light build of the same split give
+back the clean accuracy heavy costs (README, "Models"). By default (``auto``) that is the
+build's own finishing build (``frozenaug-build build --finish``, written after the heavy
+preset) for 3 epochs, so ``fit BUILD`` runs the whole recipe.
 
 From pretrained weights (``imagenet`` or a file), the original project's two phases. Coarse:
 the backbone is frozen and runs in inference mode, the head trains with L2 (``head_l2``) at
@@ -103,7 +105,7 @@ def fit(
     """
     # 1. Everything that can fail on bad input (config, build, shards, model and its weights)
     #    runs before the first write, so a failed start leaves no run folder, or an untouched one.
-    cfg.validate()
+    cfg = cfgmod.resolve_recipe(cfg.validate())  # fine_build/epochs_fine "auto" made concrete
     models.check_model_name(cfg.model)
     cluster = mw.read_tf_config() if cfg.strategy == "multiworker" else None
     run = Path(out)
