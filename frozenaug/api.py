@@ -204,15 +204,18 @@ class Run:
         config: the run's ``FitConfig``.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        from frozenaug.trainer.assess.evaluate import load_run as _load
+    def __init__(self, path: str | os.PathLike, *more: str | os.PathLike) -> None:
+        from frozenaug.trainer.assess.runs import load_runs
 
-        r = _load(path)
+        r = load_runs([path, *more])
+        self.paths = [Path(p) for p in (path, *more)]
         self.path, self.model, self.config = r.path, r.model, r.config
         self.class_names, self.image_shape = list(r.class_names), tuple(r.image_shape)
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}: {self.config.model}, {len(self.class_names)} classes)"
+        more = f" + {len(self.paths) - 1} more (ensemble)" if len(self.paths) > 1 else ""
+        return (f"Run({str(self.path)!r}{more}: {self.config.model}, "
+                f"{len(self.class_names)} classes)")
 
     def predict(self, images: np.ndarray, *, batch_size: int = 64, tta: bool = False,
                 adapt_bn: bool = False) -> np.ndarray:
@@ -227,8 +230,9 @@ class Run:
         return predict_proba_timed(self.model, images, batch_size, tta, adapt_bn)[0]
 
 
-def load_run(path: str | os.PathLike) -> Run:
-    """Open a finished run folder.
+def load_run(path: str | os.PathLike, *more: str | os.PathLike) -> Run:
+    """Open a finished run folder; with ``more``, several as one ensemble (``predict``
+    averages their softmax; ``model`` is then the tuple of their models).
 
     Raises:
         InputError: a missing or damaged file of the run, named.

@@ -2,8 +2,9 @@
 optionally a robustness table: one distortion family at a time (trainer/assess/distort.py) and
 the headline, compound distortions of 2-5 families per image (trainer/assess/compound.py).
 
-Also home of what evaluate and predict share: opening a run directory (``load_run``) and
-reading an input (a build directory's split, an .npz, or a class folder) at the run's size.
+Also home of what evaluate and predict share: reading an input (a build directory's split, an
+.npz, or a class folder) at the run's size; opening a run folder, or several as an ensemble, is
+trainer/assess/runs.py.
 """
 
 from __future__ import annotations
@@ -22,73 +23,16 @@ from frozenaug import format as fmt
 from frozenaug.common.atomic import write_together
 from frozenaug.common.errors import InputError
 from frozenaug.common.owned import check_not_input
-from frozenaug.common.safeparse import read_json
 from frozenaug.common.text import drawable
-from frozenaug.data.intake import check_class_names
 from frozenaug.trainer.assess import compound as compound_module
 from frozenaug.trainer.assess import tta as tta_module
 from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort
-from frozenaug.trainer.config import FitConfig, load_run_config
-from frozenaug.trainer.layout import MODEL_NAME, RUN_INFO_NAME
-
-
-@dataclass
-class Run:
-    """A finished fit: its model, config and the class names it predicts."""
-
-    path: Path
-    model: Any  # keras.Model
-    config: FitConfig
-    class_names: list[str]
-    image_shape: tuple[int, int, int]
-
-
-def load_run(run_dir: str | os.PathLike) -> Run:
-    """Open a run directory; a missing or damaged file is an InputError that names it."""
-    run = Path(run_dir)
-    model_path, info_path = run / MODEL_NAME, run / RUN_INFO_NAME
-    config, names, shape = read_run_files(run)
-    import keras
-
-    import frozenaug.trainer.train.models  # noqa: F401  (registers the custom layers a saved model may hold)
-
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as e:  # a damaged zip/h5 raises many types
-        raise InputError(f"{model_path}: unreadable model ({type(e).__name__}: {e})") from None
-    try:  # the model must be the one run.json describes, or every output is mislabelled
-        outputs, inputs = int(model.output_shape[-1]), tuple(model.input_shape[1:])
-    except (AttributeError, TypeError, ValueError, IndexError):
-        outputs, inputs = -1, ()
-    if outputs != len(names) or inputs != shape:
-        raise InputError(f"{model_path}: the model maps {inputs} images to {outputs} classes, "
-                         f"{info_path} says {shape} and {len(names)} classes; the run folder "
-                         "is inconsistent")
-    return Run(run, model, config, names, shape)  # type: ignore[arg-type]
-
-
-def read_run_files(run_dir: str | os.PathLike) -> tuple[FitConfig, list[str], tuple[int, ...]]:
-    """(config, class names, image shape) of a run folder, without TensorFlow: the CLI checks
-    them before importing it."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise InputError(f"{run}: no such run directory")
-    model_path = run / MODEL_NAME
-    if not model_path.is_file():
-        raise InputError(f"{model_path}: missing; {run} holds no finished run (fit it first, "
-                         "or resume it with fit --resume)")
-    config = load_run_config(run)
-    info_path = run / RUN_INFO_NAME
-    try:
-        info = read_json(info_path, "run info")
-        names = [str(c) for c in info["class_names"]]
-        shape = tuple(int(v) for v in info["image_shape"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{info_path}: unreadable run info ({type(e).__name__}: {e})") from None
-    check_class_names(names, f"{info_path}: class_names")
-    if len(shape) != 3 or shape[-1] != 3 or min(shape) < 1:
-        raise InputError(f"{info_path}: image_shape {list(shape)} is not [H, W, 3]")
-    return config, names, shape
+from frozenaug.trainer.assess.runs import (  # noqa: F401  (evaluate's names, kept)
+    Run,
+    load_run,
+    load_runs,
+    read_run_files,
+)
 
 
 @dataclass
@@ -291,11 +235,13 @@ def format_robustness(clean: float, rob: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.PathLike, *,
+def evaluate(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_path: str | None,
+             out: str | os.PathLike, *,
              split: str = "test", distort_: bool = False, severities: int = 3, seed: int = 0,
              batch_size: int = 64, tta: bool = False, adapt_bn: bool = False,
              max_pixels: int | None = None) -> dict[str, Any]:
-    """Evaluate a run on an input; write ``out/metrics.json`` and ``out/confusion.png``.
+    """Evaluate a run (or several, an ensemble: assess.runs) on an input; write
+    ``out/metrics.json`` and ``out/confusion.png``.
 
     ``tta`` averages over the 8 dihedral views, ``adapt_bn`` recomputes BatchNorm statistics
     on the evaluated images first (trainer/assess/tta.py); the run's files are never changed."""
@@ -305,7 +251,8 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
     for name in ("metrics.json", "confusion.png"):  # never replace the input with a report
         check_not_input(Path(out) / name, [input_path], "writing there", inside_ok=True)
-    run = load_run(run_dir)
+    run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+    run = load_runs(run_dirs)
     inputs = load_inputs(run, input_path, split, max_pixels)
     if inputs.labels is None:
         raise InputError(f"{inputs.source}: has no labels to evaluate against (use predict)")
@@ -313,15 +260,17 @@ def evaluate(run_dir: str | os.PathLike, input_path: str | None, out: str | os.P
         raise InputError(f"{inputs.source}: no images")
     proba, cost = tta_module.predict_proba_timed(run.model, inputs.images, batch_size, tta,
                                                  adapt_bn)
-    metrics = {"run": str(run.path), "input": inputs.source, "tta": tta, "adapt_bn": adapt_bn,
+    metrics = {"run": str(run.path), "runs": [str(Path(r)) for r in run_dirs],
+               "input": inputs.source, "tta": tta, "adapt_bn": adapt_bn,
                "cost": {"views": cost.views, "plain_s": cost.plain_s, "total_s": cost.total_s,
-                        "adapt_s": cost.adapt_s},
+                        "adapt_s": cost.adapt_s, "models": cost.models},
                **score(inputs.labels, proba, run.class_names)}
     if distort_:
         metrics["robustness"] = robustness(run, inputs, severities, seed, batch_size, tta,
                                            adapt_bn)
     out = Path(out)
-    title = (f"{run.config.model}: accuracy {metrics['accuracy']:.3f}, "
+    what = run.config.model + (f" x{len(run_dirs)} (ensemble)" if len(run_dirs) > 1 else "")
+    title = (f"{what}: accuracy {metrics['accuracy']:.3f}, "
              f"macro F1 {metrics['macro_f1']:.3f}")
     compound = metrics.get("robustness", {}).get("compound")
     if compound:  # the headline robustness number goes on the picture too

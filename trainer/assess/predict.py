@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,9 @@ from frozenaug.common.errors import InputError
 from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.common.owned import check_not_input
 from frozenaug.data.intake import load_unlabelled
-from frozenaug.trainer.assess.evaluate import load_inputs, load_run
+from frozenaug.trainer.assess.evaluate import load_inputs
+from frozenaug.trainer.assess.runs import load_runs, member_files
 from frozenaug.trainer.assess.tta import predict_proba_timed
-from frozenaug.trainer.layout import CONFIG_NAME, MODEL_NAME, RUN_INFO_NAME
 
 
 def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray,
@@ -46,11 +46,13 @@ def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray
                 [cell, names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
 
 
-def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike, *,
+def predict(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_path: str,
+            out: str | os.PathLike, *,
             split: str = "test", batch_size: int = 64, tta: bool = False,
             adapt_bn: bool = False, report: Callable[[str], None] | None = None,
             max_pixels: int | None = None) -> int:
-    """Predict every image of ``input_path``; return how many rows were written.
+    """Predict every image of ``input_path`` with a run (or the mean of several, an ensemble:
+    assess.runs); return how many rows were written.
 
     ``tta``/``adapt_bn`` as in trainer/assess/tta.py (adapt_bn adapts to these very images; the
     run's files are never changed); ``report`` receives a line saying what they cost."""
@@ -58,9 +60,10 @@ def predict(run_dir: str | os.PathLike, input_path: str, out: str | os.PathLike,
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
     if Path(out).is_dir():
         raise InputError(f"{out}: is a folder; --out names the CSV file to write")
-    run_files = [Path(run_dir) / n for n in (MODEL_NAME, CONFIG_NAME, RUN_INFO_NAME)]
-    check_not_input(out, [input_path, *run_files], "writing the CSV there", inside_ok=True)
-    run = load_run(run_dir)
+    run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+    check_not_input(out, [input_path, *member_files(run_dirs)], "writing the CSV there",
+                    inside_ok=True)
+    run = load_runs(run_dirs)
     unlabelled = load_unlabelled(Path(input_path), tuple(run.image_shape[:2]),
                                  max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
     if unlabelled is not None:

@@ -5,6 +5,9 @@ by 0, 90, 180, 270 degrees, each with and without a horizontal flip). Cells unde
 have no orientation, so all 8 views are equally valid and their average is a cheaper ensemble.
 Non-square images only have the 4 symmetries that keep their shape (identity, the two flips,
 rotation by 180 degrees). evaluate, evaluate --distort and predict all come through here.
+
+An ensemble (several runs, trainer/assess/ensemble.py) is a sequence of models: the softmax
+is averaged over every model and view, and ``adapt_bn`` adapts each model on its own.
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ def views(shape: tuple[int, ...]) -> tuple[View, ...]:
 
 @dataclass
 class Cost:
-    """Wall seconds of one prediction: the plain pass (the identity view), all views, and
-    the BatchNorm adaptation before them (0 without --adapt-bn)."""
+    """Wall seconds of one prediction: the plain pass (the identity view of the first model),
+    all views of all models, and the BatchNorm adaptation before them (0 without
+    --adapt-bn)."""
 
     views: int
     plain_s: float
     total_s: float
     adapt_s: float = 0.0
+    models: int = 1
 
     @property
     def factor(self) -> float:
@@ -55,8 +60,12 @@ class Cost:
 
     def describe(self) -> str:
         parts = []
-        if self.views > 1:
-            parts.append(f"tta: {self.views} views, {self.total_s:.1f} s instead of "
+        if self.views > 1 or self.models > 1:
+            what = " x ".join(p for p in (f"{self.views} views" if self.views > 1 else "",
+                                          f"{self.models} models" if self.models > 1 else "")
+                              if p)
+            parts.append(f"{'tta' if self.views > 1 else 'ensemble'}: {what}, "
+                         f"{self.total_s:.1f} s instead of "
                          f"{self.plain_s:.1f} s (+{self.total_s - self.plain_s:.1f} s, "
                          f"{self.factor:.1f}x)")
         if self.adapt_s:
@@ -66,8 +75,8 @@ class Cost:
 
 def predict_proba_timed(model: Any, images: np.ndarray, batch_size: int = 64,
                         tta: bool = False, adapt_bn: bool = False) -> tuple[np.ndarray, Cost]:
-    """(N, classes) float32 softmax of ``model`` over uint8 (N, H, W, 3) ``images``, and what
-    it cost.
+    """(N, classes) float32 softmax of ``model`` (or the mean over a sequence of models, an
+    ensemble) over uint8 (N, H, W, 3) ``images``, and what it cost.
 
     ``tta``: the mean over the dihedral views (8x the cost). ``adapt_bn``: first recompute
     every BatchNorm layer's statistics on ``images`` themselves (train.bnstats.adapt_bn),
@@ -75,9 +84,26 @@ def predict_proba_timed(model: Any, images: np.ndarray, batch_size: int = 64,
     """
     if batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
     todo = views(images.shape) if tta else DIHEDRAL[:1]
     if not len(images):
-        return np.zeros((0, model.output_shape[-1]), np.float32), Cost(len(todo), 0.0, 0.0)
+        return (np.zeros((0, members[0].output_shape[-1]), np.float32),
+                Cost(len(todo), 0.0, 0.0, models=len(members)))
+    total = np.zeros((len(images), members[0].output_shape[-1]), np.float64)
+    plain_s = total_s = adapt_s = 0.0
+    for m in members:
+        part, cost = _one_model(m, images, todo, batch_size, adapt_bn)
+        total += part
+        plain_s = plain_s or cost.plain_s
+        total_s += cost.total_s
+        adapt_s += cost.adapt_s
+    proba = (total / (len(todo) * len(members))).astype(np.float32)
+    return proba, Cost(len(todo), plain_s, total_s, adapt_s, len(members))
+
+
+def _one_model(model: Any, images: np.ndarray, todo: tuple[View, ...], batch_size: int,
+               adapt_bn: bool) -> tuple[np.ndarray, Cost]:
+    """The softmax of one model summed over the views ``todo`` (float64), and its cost."""
     saved = None
     t0 = time.perf_counter()
     if adapt_bn:
@@ -87,7 +113,7 @@ def predict_proba_timed(model: Any, images: np.ndarray, batch_size: int = 64,
         bnstats.adapt_bn(model, images, batch_size)
     adapt_s = time.perf_counter() - t0 if adapt_bn else 0.0
     try:
-        if tta:  # trace the predict function first, so the timings compare passes
+        if len(todo) > 1:  # trace the predict function first, so the timings compare passes
             model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
         total = np.zeros((len(images), model.output_shape[-1]), np.float64)
         t0 = time.perf_counter()
@@ -100,8 +126,7 @@ def predict_proba_timed(model: Any, images: np.ndarray, batch_size: int = 64,
     finally:
         if saved is not None:
             bnstats.restore_bn_statistics(model, saved)
-    proba = (total / len(todo)).astype(np.float32)
-    return proba, Cost(len(todo), plain_s, total_s, adapt_s)
+    return total, Cost(len(todo), plain_s, total_s, adapt_s)
 
 
 def predict_proba(model: Any, images: np.ndarray, batch_size: int = 64, tta: bool = False,

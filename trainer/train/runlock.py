@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from frozenaug.common.errors import InputError
@@ -78,12 +78,15 @@ def holding_run(run: Path, cfg: object, *, writer: bool = True) -> Iterator[None
 
 
 @contextlib.contextmanager
-def reading_run(run: str | os.PathLike, build: str | os.PathLike | None) -> Iterator[None]:
-    """evaluate's and predict's locks: the run shared, and ``build`` when it is a build."""
+def reading_runs(runs: Sequence[str | os.PathLike],
+                 build: str | os.PathLike | None) -> Iterator[None]:
+    """evaluate's and predict's locks: each run shared (an ensemble has several), and
+    ``build`` when it is a build."""
     from frozenaug.format import MANIFEST_NAME
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(folder_lock(run, shared=True, busy=READER_BUSY, read=""))
+        for run in dict.fromkeys(runs):  # a run named twice is locked once
+            stack.enter_context(folder_lock(run, shared=True, busy=READER_BUSY, read=""))
         if build is not None and (Path(build) / MANIFEST_NAME).is_file():
             stack.enter_context(read_lock(build))
         yield
