@@ -2,7 +2,8 @@
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
                             [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
-                            [--variants tta,adapt-bn,tta+adapt-bn] [--out out/quality]
+                            [--variants tta,adapt-bn,tta+adapt-bn] [--seeds 0,1,2]
+                            [--out out/quality]
 
 Runs the tool as a user does (``frozenaug-build build`` and ``frozenaug-train fit`` as
 subprocesses) on the shared blood-cell set (``../shared/data/bloodcells``, unpacked once), and
@@ -33,10 +34,23 @@ held-out family too), the recipe the README recommends:
 * ``policy``: none (K=1) and light beside base's heavy;
 * ``k``: heavy with K=1 beside base's K;
 * ``mix``: heavy without its frozen MixUp/CutMix stage, mixed anew each epoch (``--mix fresh``);
+* ``kstudy``: heavy with K in ``--k-values`` (default 1, 2, 4, 8) at ``--k-epochs`` (8)
+  training epochs, no finishing phase: how quality depends on K at a fixed training budget
+  (K above the epochs is the same as K = epochs: no more frozen epochs are ever read);
+* ``levers``: the policies of bench/policies/ (heavy-geo: geometric damage at the compound
+  suite's strength; heavy-compound: that, and every family applied twice as often) at K=4,
+  otherwise as the K study, whose K=4 row is their baseline. These rows are scored on the
+  val split too (clean, compound, compound with ``--tta``): a choice between rows is made
+  there, and the test split only reports it;
 * ``lazy``: the policy applied lazily, fresh every epoch. Its accuracy is that of a build with
   K = epochs (each epoch a fresh draw: the same distribution as lazy augmentation); its time
   is the frozen build's time per epoch measured against two epochs of training with the same
   augmentation done inside tf.data (``lazy_epoch_s``).
+
+``--seeds``: every row is trained once per fit seed (``fit --seed``) from the same build (build
+seed 0: the same split, shards and test images), and the table ends with each row's mean and
+standard deviation over the seeds: the spread of training (initialisation, batch order,
+dropout), not of the split or of the frozen augmentation draws.
 
 Prints a markdown table and writes it with all numbers to ``--out``/quality.md and
 quality.json. Each row takes about (epochs x 20-30 s) on 2 CPU cores.
@@ -53,19 +67,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from frozenaug.trainer.assess.heldout import HELD_OUT
+from qualitytables import FAMILIES, SEVERITIES, STRONG, spread, table, val_table  # bench/
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "bloodcells"
 BIN = Path(sys.executable).parent
-FAMILIES = ("geometric", "blur", "compression", "colour", "noise", "occlusion")
-SEVERITIES = (1, 2, 3, 4, 5)
-STRONG = (3, 4, 5)
+LEVERS = ("heavy-geo", "heavy-compound")  # bench/policies/*.yaml
 
 
-def rows(epochs: int, row_epochs: int, row_k: int, finish: int) -> dict[str, dict]:
+def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
+         k_epochs: int = 8, k_values: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, dict]:
     """name -> build flags, fit flags, what to score, group; in the order they run. ``fine``:
     the flags of a second build of the same split that a finishing phase of ``finish`` epochs
     reads (``fit --fine-build``; none when 0)."""
@@ -99,6 +111,17 @@ def rows(epochs: int, row_epochs: int, row_k: int, finish: int) -> dict[str, dic
             group="lazy", build=["--policy", "heavy", "--epochs", str(row_epochs)], fit=fit_row,
             lazy=True),
     })
+    # The K study and the levers: heavy, no finishing phase, k_epochs epochs; scored on val
+    # (where a choice is made) and test, clean and compound only.
+    short = ["--epochs-coarse", str(k_epochs), "--epochs-fine", "0"]
+    for kv in k_values:
+        r[f"K study: heavy K={kv}, {k_epochs} epochs"] = dict(
+            group="kstudy", build=["--policy", "heavy", "--epochs", str(kv), "--finish", "none"],
+            fit=short, quick=True)
+    for lever in LEVERS:
+        r[f"lever: {lever} K=4, {k_epochs} epochs"] = dict(
+            group="levers", build=["--policy", str(ROOT / "bench" / "policies" / f"{lever}.yaml"),
+                                   "--epochs", "4", "--finish", "none"], fit=short, quick=True)
     return r
 
 
@@ -119,14 +142,16 @@ VARIANTS = {"tta": (True, False), "adapt-bn": (False, True), "tta+adapt-bn": (Tr
 
 
 def score_run(run_dir: Path, build: Path, family: str | None,
-              extra: list[str] | tuple = tuple(VARIANTS)) -> dict:
-    """Clean and distorted accuracy of a run on its build's test split, plain and with each
-    of the ``extra`` variants (names of VARIANTS)."""
+              extra: list[str] | tuple = tuple(VARIANTS), split: str = "test",
+              single: bool = True) -> dict:
+    """Clean and distorted accuracy of a run on its build's test split (or ``split``), plain
+    and with each of the ``extra`` variants (names of VARIANTS); without ``single``, the
+    compound suite only (no single-family table)."""
     from frozenaug.trainer.assess import tta as tta_module
     from frozenaug.trainer.assess.evaluate import load_inputs, load_run, robustness, score
 
     run = load_run(run_dir)
-    inputs = load_inputs(run, str(build), "test")
+    inputs = load_inputs(run, str(build), split)
     variants = [(False, False), *(VARIANTS[v] for v in extra)]
     out: dict = {}
     for tta, adapt in variants:
@@ -138,7 +163,7 @@ def score_run(run_dir: Path, build: Path, family: str | None,
         # family (one family, not six) at every severity
         severities = SEVERITIES if key == "plain" or family else STRONG
         rob = robustness(run, inputs, severities, 0, 256, tta, adapt,
-                         families=[family] if family else FAMILIES)
+                         families=([family] if family else FAMILIES) if single else ())
         c = rob["compound"]  # the whole suite for every row: "with F" is a lofo row's score
         res = {"clean": m["accuracy"], "macro_f1": m["macro_f1"],
                "dist": {f"{fam}/{s}": v["accuracy"] for fam, row in rob["results"].items()
@@ -197,59 +222,6 @@ def save(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-def _num(v: float | None) -> str:
-    return "" if v is None else f"{v:.4f}"
-
-
-def table(results: dict[str, dict]) -> str:
-    head = ("| row | epochs | build s | fit s | s/epoch | clean | macro-F1 | compound | "
-            "compound F1 | dist 1-5 | strong 3-5 | held-out family 1-5 | held-out family in "
-            "compound |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    held_out: dict[str, list[float]] = {}  # variant -> each held-out family's mean
-    # variant -> (held-out family, its lofo row's compound-with-F accuracy)
-    held_in_compound: dict[str, list[tuple[str, float]]] = {}
-    main = next((r["scores"] for r in results.values() if r["group"] == "main"), {})
-    for name, r in results.items():
-        for key, s in r["scores"].items():
-            d = s["dist"]
-            fam = r.get("family")
-            vals = list(d.values())
-            strong = [v for k, v in d.items() if int(k.split("/")[1]) in STRONG]
-            label = name if key == "plain" else f"{name} {key.removeprefix('plain')}"
-            every = len(d) == len(SEVERITIES) * (1 if fam else len(FAMILIES))
-            with_f = s.get("compound_with", {}).get(fam) if fam else None
-            if fam:
-                held_out.setdefault(key, []).append(float(np.mean(vals)))
-                if with_f is not None:
-                    held_in_compound.setdefault(key, []).append((fam, with_f))
-            lines.append(
-                f"| {label} | {r['epochs']} | {r['build_s']:.0f} | {r['fit_s']:.0f} | "
-                f"{r['epoch_s']:.1f} | "
-                f"{s['clean']:.4f} | {s['macro_f1']:.4f} | "
-                f"{_num(s.get('compound'))} | {_num(s.get('compound_f1'))} | "
-                f"{f'{np.mean(vals):.4f}' if every and not fam else ''} | "
-                f"{'' if fam else f'{np.mean(strong):.4f}'} | "
-                f"{f'{fam}: {np.mean(vals):.4f}' if fam else ''} | "
-                f"{f'{fam}: {with_f:.4f}' if with_f is not None else ''} |")
-    lines += [f"\nleave-one-family-out mean ({key}, {len(v)} families): {np.mean(v):.4f}"
-              for key, v in held_out.items()]
-    for key, pairs in held_in_compound.items():  # against the main row on the same images
-        trained = [main[key]["compound_with"][f] for f, _ in pairs
-                   if "compound_with" in main.get(key, {})]
-        versus = (f"; the main row, trained on them, on the same images: {np.mean(trained):.4f}"
-                  if len(trained) == len(pairs) else "")
-        lines.append(f"leave-one-family-out under composition ({key}, {len(pairs)} families, "
-                     f"compound images that include the family): "
-                     f"{np.mean([v for _, v in pairs]):.4f}{versus}")
-    for key, s in main.items():  # families no training preset has, always held out
-        if "compound_with" in s:
-            lines.append(f"main row ({key}), compound images that include a family no preset "
-                         "has: " + ", ".join(f"{f}* {s['compound_with'][f]:.4f}"
-                                             for f in HELD_OUT if f in s["compound_with"]))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED), help="folder of the shared blood-cell set")
@@ -266,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="what the main and lofo rows are scored with besides plain: "
                          f"{', '.join(VARIANTS)} (comma-separated; '' for none)")
+    ap.add_argument("--k-epochs", type=int, default=8,
+                    help="epochs of the K study and lever rows (K above it reads as K = it)")
+    ap.add_argument("--k-values", default="1,2,4,8", help="the K study's frozen epochs K")
+    ap.add_argument("--seeds", default="0",
+                    help="fit seeds, comma-separated: each row is trained once per seed from "
+                         "the same build; the table adds mean and standard deviation")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -279,16 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
         ap.error(f"--variants: choose among {', '.join(VARIANTS)}")
-    for name, row in rows(args.epochs, args.row_epochs, args.row_k, args.finish).items():
+    seeds = [int(s) for s in args.seeds.split(",")]
+    every = rows(args.epochs, args.row_epochs, args.row_k, args.finish, args.k_epochs,
+                 tuple(int(k) for k in args.k_values.split(",")))
+    for (name, row), seed in ((r, s) for r in every.items() for s in seeds):
         if row["group"] not in groups:
             continue
         slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+        build = out / "builds" / slug  # one build per row, whatever the fit seed
+        if seed:  # seed 0 keeps the names of runs made before --seeds
+            name, slug = f"{name}, seed {seed}", f"{slug}-seed{seed}"
         done = out / "rows" / f"{slug}.json"
         if done.is_file():
             results[name] = json.loads(done.read_text())
             continue
         print(f"== {name}", flush=True)
-        build, run, log = out / "builds" / slug, out / "runs" / slug, out / f"{slug}.log"
+        run, log = out / "runs" / slug, out / f"{slug}.log"
         build.parent.mkdir(exist_ok=True)
         run.parent.mkdir(exist_ok=True)
         times = out / "rows" / f"{slug}.times.json"  # a finished build and fit are kept
@@ -297,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("fine"):
             fit_flags += ["--epochs-fine", str(args.finish), "--fine-build", str(fine),
                           "--fine-lr", str(args.fine_lr)]
-        if "build_s" not in t:
+        if "build_s" not in t:  # a build another seed made is up to date: seconds to check
             t["build_s"] = sum(
                 run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out", str(out_),
                          "--seed", "0", "--jobs", str(args.jobs), "--overwrite", *flags], log)
@@ -305,19 +289,23 @@ def main(argv: list[str] | None = None) -> int:
             save(times, t)
         if "fit_s" not in t:
             t["fit_s"] = run_cli([str(BIN / "frozenaug-train"), "fit", str(build), "--out",
-                                  str(run), "--overwrite", *fit_flags], log)
+                                  str(run), "--overwrite", "--seed", str(seed), *fit_flags], log)
             save(times, t)
         build_s, fit_s = t["build_s"], t["fit_s"]
         epochs = len(json.loads((run / "state.json").read_text())["history"])
-        r = {"group": row["group"], "build_s": build_s, "fit_s": fit_s,
+        r = {"group": row["group"], "seed": seed, "base": name.split(", seed ")[0],
+             "build_s": build_s, "fit_s": fit_s,
              "epochs": epochs, "epoch_s": fit_s / max(epochs, 1), "family": row.get("family"),
              "scores": score_run(run, build, row.get("family"),
-                                 variants if row.get("extra") else ())}
+                                 variants if row.get("extra") else (),
+                                 single=not row.get("quick"))}
+        if row.get("quick"):  # where a choice between rows is made
+            r["val"] = score_run(run, build, None, ("tta",), split="val", single=False)
         if row.get("lazy"):
             r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
         save(done, r)
         results[name] = r
-    text = table(results)
+    text = table(results) + spread(results) + val_table(results)
     lazy = [f"{n}: lazy {r['lazy_epoch_s']:.1f} s/epoch against frozen {r['epoch_s']:.1f}"
             for n, r in results.items() if "lazy_epoch_s" in r]
     text += "\n" + "\n".join(lazy)
