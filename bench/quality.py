@@ -40,8 +40,8 @@ held-out family too), the recipe the README recommends:
 * ``levers``: the policies of bench/policies/ (heavy-geo: geometric damage at the compound
   suite's strength; heavy-compound: that, and every family applied twice as often) at K=4,
   otherwise as the K study, whose K=4 row is their baseline. These rows are scored on the
-  val split too (clean, compound, compound with ``--tta``): a choice between rows is made
-  there, and the test split only reports it;
+  val split too (clean and compound): a choice between rows is made there, and the test
+  split only reports it;
 * ``lazy``: the policy applied lazily, fresh every epoch. Its accuracy is that of a build with
   K = epochs (each epoch a fresh draw: the same distribution as lazy augmentation); its time
   is the frozen build's time per epoch measured against two epochs of training with the same
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                                  variants if row.get("extra") else (),
                                  single=not row.get("quick"))}
         if row.get("quick"):  # where a choice between rows is made
-            r["val"] = score_run(run, build, None, ("tta",), split="val", single=False)
+            r["val"] = score_run(run, build, None, (), split="val", single=False)
         if row.get("lazy"):
             r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
         save(done, r)

@@ -95,10 +95,9 @@ def val_table(results: dict[str, dict]) -> str:
     if not by:
         return ""
     cols = [("val", "plain", "clean"), ("val", "plain", "compound"),
-            ("val", "plain+tta", "compound"), ("scores", "plain", "clean"),
-            ("scores", "plain", "compound")]
+            ("scores", "plain", "clean"), ("scores", "plain", "compound")]
     lines = ["\n| row (val: choose; test: report) | seeds | val clean | val compound | "
-             "val compound +tta | test clean | test compound |", "|---|---|---|---|---|---|---|"]
+             "test clean | test compound |", "|---|---|---|---|---|---|"]
     for base, runs in by.items():
         cells = []
         for where, key, k in cols:

@@ -213,3 +213,14 @@ def test_ensemble_refuses_a_member_of_another_split(two_runs, data, tmp_path):
     assert not (tmp_path / "e").exists()
     done = _cli("predict", str(two_runs[0]), "--out", str(tmp_path / "p.csv"))
     assert done.returncode == 2 and "RUN [RUN ...] INPUT" in done.stderr
+
+
+def test_finishing_build_lacks_a_dropped_family_too(data, tmp_path):
+    """Leave-one-family-out stays honest through the finishing phase: its light build lacks
+    the family as well."""
+    out = tmp_path / "B"
+    assert build_main(["build", str(data), "--out", str(out), *BASE, "--drop-family",
+                       "geometric"]) == 0
+    fin = fmt.load_manifest(out / fmt.FINISH_DIR)
+    assert fin.raw["config"]["drop_family"] == "geometric"
+    assert fin.raw["policy"]["name"] == "light-no-geometric"
