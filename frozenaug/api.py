@@ -217,7 +217,7 @@ class Run:
         return (f"Run({str(self.path)!r}{more}: {self.config.model}, "
                 f"{len(self.class_names)} classes)")
 
-    def predict(self, images: np.ndarray, *, batch_size: int = 64, tta: bool = False,
+    def predict(self, images: np.ndarray, *, batch_size: int = 64, tta: bool | str = False,
                 adapt_bn: bool = False) -> np.ndarray:
         """Class probabilities (n, classes) of uint8 images (n, H, W, 3) of the run's size;
         ``tta``: averaged over the 8 flips and rotations, as ``evaluate --tta``."""

@@ -100,3 +100,18 @@ def test_evaluate_and_predict_with_tta_and_adapt_bn(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tta: 8 views" in out and "adapt-bn:" in out and "x)" in out
     assert _digest(run) == files  # model.keras and the rest untouched
+
+
+def test_d8_adds_the_dihedral_views_turned_by_45_degrees():
+    import cv2
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    d8 = views(x.shape, "d8")
+    assert len(views(x.shape, True)) == 8 and len(d8) == 16
+    for plain, view in zip(DIHEDRAL, d8[:8], strict=True):
+        np.testing.assert_array_equal(view(x), plain(x))
+    turned = cv2.warpAffine(x[1], cv2.getRotationMatrix2D((8, 8), 45, 1.0), (16, 16),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    np.testing.assert_array_equal(d8[8](x)[1], turned)
+    np.testing.assert_array_equal(d8[9](x)[1], np.rot90(turned, 1))
+    assert len(views((2, 16, 8, 3), "d8")) == 8  # not square: 4 symmetries, each turned too

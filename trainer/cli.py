@@ -45,8 +45,10 @@ def _max_pixels(p: argparse.ArgumentParser) -> None:
 
 
 def _test_time(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tta", action="store_true",
-                   help="average the softmax over the 8 flips/rotations by 90 degrees (8x cost)")
+    p.add_argument("--tta", nargs="?", const="d4", default=None, choices=("d4", "d8"),
+                   help="average the softmax over the 8 flips/rotations by 90 degrees (d4, the "
+                        "default: 8x cost), or those and the same turned by 45 degrees (d8: "
+                        "16 views)")
     p.add_argument("--adapt-bn", action="store_true",
                    help="recompute BatchNorm statistics on the (unlabelled) images predicted, "
                         "per distortion under --distort; the saved model is not changed")

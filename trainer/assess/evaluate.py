@@ -184,7 +184,7 @@ def confusion_png(cm: np.ndarray, class_names: list[str], title: str) -> bytes:
 
 
 def robustness(run: Run, inputs: Inputs, severities: int | Sequence[int], seed: int,
-               batch_size: int, tta: bool = False, adapt_bn: bool = False,
+               batch_size: int, tta: bool | str = False, adapt_bn: bool = False,
                families: Sequence[str] = tuple(FAMILIES), compound: bool = True
                ) -> dict[str, Any]:
     """Accuracy and macro F1 under each distortion family at severities 1..``severities`` (or
@@ -210,7 +210,7 @@ def robustness(run: Run, inputs: Inputs, severities: int | Sequence[int], seed: 
 
 
 def compound_robustness(run: Run, inputs: Inputs, seed: int, batch_size: int,
-                        tta: bool = False, adapt_bn: bool = False) -> dict[str, Any]:
+                        tta: bool | str = False, adapt_bn: bool = False) -> dict[str, Any]:
     """Accuracy and macro F1 under the compound suite (every image its own composition of
     2-5 families at severity 3-5), with the accuracy on the images that include each family
     and by the number of families; ``adapt_bn`` adapts to the whole compound set."""
@@ -238,7 +238,7 @@ def format_robustness(clean: float, rob: dict[str, Any]) -> str:
 def evaluate(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_path: str | None,
              out: str | os.PathLike, *,
              split: str = "test", distort_: bool = False, severities: int = 3, seed: int = 0,
-             batch_size: int = 64, tta: bool = False, adapt_bn: bool = False,
+             batch_size: int = 64, tta: bool | str = False, adapt_bn: bool = False,
              max_pixels: int | None = None) -> dict[str, Any]:
     """Evaluate a run (or several, an ensemble: assess.runs) on an input; write
     ``out/metrics.json`` and ``out/confusion.png``.
@@ -261,7 +261,8 @@ def evaluate(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_pat
     proba, cost = tta_module.predict_proba_timed(run.model, inputs.images, batch_size, tta,
                                                  adapt_bn)
     metrics = {"run": str(run.path), "runs": [str(Path(r)) for r in run_dirs],
-               "input": inputs.source, "tta": tta, "adapt_bn": adapt_bn,
+               "input": inputs.source, "tta": bool(tta), "tta_views": cost.views,
+               "adapt_bn": adapt_bn,
                "cost": {"views": cost.views, "plain_s": cost.plain_s, "total_s": cost.total_s,
                         "adapt_s": cost.adapt_s, "models": cost.models},
                **score(inputs.labels, proba, run.class_names)}

@@ -48,7 +48,7 @@ def write_predictions(path: str | os.PathLike, ids: list[str], proba: np.ndarray
 
 def predict(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_path: str,
             out: str | os.PathLike, *,
-            split: str = "test", batch_size: int = 64, tta: bool = False,
+            split: str = "test", batch_size: int = 64, tta: bool | str = False,
             adapt_bn: bool = False, report: Callable[[str], None] | None = None,
             max_pixels: int | None = None) -> int:
     """Predict every image of ``input_path`` with a run (or the mean of several, an ensemble:

@@ -6,6 +6,9 @@ have no orientation, so all 8 views are equally valid and their average is a che
 Non-square images only have the 4 symmetries that keep their shape (identity, the two flips,
 rotation by 180 degrees). evaluate, evaluate --distort and predict all come through here.
 
+``--tta d8`` adds the same 8 views of the image turned by 45 degrees (borders reflected): 16
+views, twice the cost, for damage that rotates by angles other than multiples of 90 degrees.
+
 An ensemble (several runs, trainer/assess/ensemble.py) is a sequence of models: the softmax
 is averaged over every model and view, and ``adapt_bn`` adapts each model on its own.
 """
@@ -33,13 +36,33 @@ def _rot(k: int, flip: bool) -> View:
 
 
 DIHEDRAL: tuple[View, ...] = tuple(_rot(k, f) for f in (False, True) for k in range(4))
+TTA_KINDS = ("d4", "d8")  # the 8 dihedral views; and those of the image turned by 45 degrees
 
 
-def views(shape: tuple[int, ...]) -> tuple[View, ...]:
-    """The symmetries applied to images of ``shape`` (N, H, W, C): 8 if square, else 4."""
-    if shape[1] == shape[2]:
-        return DIHEDRAL
-    return tuple(DIHEDRAL[i] for i in (0, 2, 4, 6))  # identity, rot180, hflip, vflip
+def _turned(view: View, degrees: float) -> View:
+    def turned(x: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = x.shape[1:3]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+        y = np.stack([cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT_101) for img in x])
+        return view(y)
+
+    return turned
+
+
+def views(shape: tuple[int, ...], kind: str | bool = "d4") -> tuple[View, ...]:
+    """The views of images of ``shape`` (N, H, W, C): the symmetries of the square (8; a
+    non-square image has 4), and with ``kind`` "d8" the same again turned by 45 degrees."""
+    if kind is True:
+        kind = "d4"
+    if kind not in TTA_KINDS:
+        raise InputError(f"--tta: must be one of {', '.join(TTA_KINDS)}, got {kind!r}")
+    base = DIHEDRAL if shape[1] == shape[2] else tuple(DIHEDRAL[i] for i in (0, 2, 4, 6))
+    if kind == "d8":
+        return (*base, *(_turned(v, 45.0) for v in base))
+    return base
 
 
 @dataclass
@@ -74,18 +97,20 @@ class Cost:
 
 
 def predict_proba_timed(model: Any, images: np.ndarray, batch_size: int = 64,
-                        tta: bool = False, adapt_bn: bool = False) -> tuple[np.ndarray, Cost]:
+                        tta: bool | str | None = False,
+                        adapt_bn: bool = False) -> tuple[np.ndarray, Cost]:
     """(N, classes) float32 softmax of ``model`` (or the mean over a sequence of models, an
     ensemble) over uint8 (N, H, W, 3) ``images``, and what it cost.
 
-    ``tta``: the mean over the dihedral views (8x the cost). ``adapt_bn``: first recompute
+    ``tta``: the mean over the dihedral views (True or "d4": 8x the cost; "d8": 16 views,
+    :func:`views`). ``adapt_bn``: first recompute
     every BatchNorm layer's statistics on ``images`` themselves (train.bnstats.adapt_bn),
     put back afterwards, so the model object leaves as it came.
     """
     if batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
     members = list(model) if isinstance(model, (list, tuple)) else [model]
-    todo = views(images.shape) if tta else DIHEDRAL[:1]
+    todo = views(images.shape, tta) if tta else DIHEDRAL[:1]
     if not len(images):
         return (np.zeros((0, members[0].output_shape[-1]), np.float32),
                 Cost(len(todo), 0.0, 0.0, models=len(members)))
@@ -129,7 +154,7 @@ def _one_model(model: Any, images: np.ndarray, todo: tuple[View, ...], batch_siz
     return total, Cost(len(todo), plain_s, total_s, adapt_s)
 
 
-def predict_proba(model: Any, images: np.ndarray, batch_size: int = 64, tta: bool = False,
-                  adapt_bn: bool = False) -> np.ndarray:
+def predict_proba(model: Any, images: np.ndarray, batch_size: int = 64,
+                  tta: bool | str | None = False, adapt_bn: bool = False) -> np.ndarray:
     """:func:`predict_proba_timed` without the cost."""
     return predict_proba_timed(model, images, batch_size, tta, adapt_bn)[0]
