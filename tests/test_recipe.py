@@ -224,3 +224,12 @@ def test_finishing_build_lacks_a_dropped_family_too(data, tmp_path):
     fin = fmt.load_manifest(out / fmt.FINISH_DIR)
     assert fin.raw["config"]["drop_family"] == "geometric"
     assert fin.raw["policy"]["name"] == "light-no-geometric"
+
+
+def test_compound_only_scores_the_suite_alone(two_runs, tmp_path):
+    done = _cli("evaluate", str(two_runs[0]), "--out", str(tmp_path / "e"), "--distort",
+                "--compound-only")
+    assert done.returncode == 0, done.stderr
+    rob = json.loads((tmp_path / "e" / "metrics.json").read_text())["robustness"]
+    assert rob["results"] == {} and 0 <= rob["compound"]["accuracy"] <= 1
+    assert "compound" in done.stdout and "sev 1" not in done.stdout

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1..--severities, and the headline, compound distortions (2-5 "
                         "families per image at severity 3-5, two of them held out of training)")
     p.add_argument("--severities", type=int, default=3, help="distortion severities 1..N (<=5)")
+    p.add_argument("--compound-only", action="store_true",
+                   help="with --distort: the compound suite alone, without the single-family "
+                        "table (a seventh of the cost)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions")
     _batch_size(p)
     _test_time(p)
@@ -251,6 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with reading_runs(args.runs, data):
         m = evaluate(args.runs, data, args.out, split=args.split, distort_=args.distort,
                      severities=args.severities, seed=args.seed, batch_size=_batch(args),
+                     compound_only=args.compound_only,
                      tta=args.tta, adapt_bn=args.adapt_bn,
                      max_pixels=args.max_image_pixels)
     print(f"{m['input']}: {m['samples']} images, accuracy {m['accuracy']:.4f}, "

@@ -225,6 +225,8 @@ def compound_robustness(run: Run, inputs: Inputs, seed: int, batch_size: int,
 
 def format_robustness(clean: float, rob: dict[str, Any]) -> str:
     sev = rob["severities"]
+    if not rob["results"]:  # --compound-only
+        return compound_module.format_compound(rob["compound"]) if "compound" in rob else ""
     lines = [f"{'accuracy':<12}" + "".join(f"{'sev ' + str(s):>8}" for s in sev),
              f"{'clean':<12}" + f"{clean:>8.3f}" * len(sev)]
     for family, row in rob["results"].items():
@@ -239,7 +241,7 @@ def evaluate(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_pat
              out: str | os.PathLike, *,
              split: str = "test", distort_: bool = False, severities: int = 3, seed: int = 0,
              batch_size: int = 64, tta: bool | str = False, adapt_bn: bool = False,
-             max_pixels: int | None = None) -> dict[str, Any]:
+             max_pixels: int | None = None, compound_only: bool = False) -> dict[str, Any]:
     """Evaluate a run (or several, an ensemble: assess.runs) on an input; write
     ``out/metrics.json`` and ``out/confusion.png``.
 
@@ -268,7 +270,7 @@ def evaluate(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_pat
                **score(inputs.labels, proba, run.class_names)}
     if distort_:
         metrics["robustness"] = robustness(run, inputs, severities, seed, batch_size, tta,
-                                           adapt_bn)
+                                           adapt_bn, families=() if compound_only else FAMILIES)
     out = Path(out)
     what = run.config.model + (f" x{len(run_dirs)} (ensemble)" if len(run_dirs) > 1 else "")
     title = (f"{what}: accuracy {metrics['accuracy']:.3f}, "
