@@ -84,6 +84,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """Flags and config file checked before the build's heavy imports (albumentations, joblib):
     a mistyped flag fails in a fraction of a second."""
     from frozenaug.builder.config import load_build_config
+    from frozenaug.format import FINISH_DIR
 
     cfg = load_build_config(args)
     from frozenaug.builder.write.build import UP_TO_DATE, run_build
@@ -94,7 +95,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     _report(r, "")
     if r.finish is not None:
-        _report(r.finish, f"finishing build {cfg.finish} in {Path(cfg.out) / 'finish'}: ")
+        _report(r.finish, f"finishing build {cfg.finish} in {Path(cfg.out) / FINISH_DIR}: ")
     return 0
 
 

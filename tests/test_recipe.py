@@ -233,3 +233,15 @@ def test_compound_only_scores_the_suite_alone(two_runs, tmp_path):
     rob = json.loads((tmp_path / "e" / "metrics.json").read_text())["robustness"]
     assert rob["results"] == {} and 0 <= rob["compound"]["accuracy"] <= 1
     assert "compound" in done.stdout and "sev 1" not in done.stdout
+
+
+def test_ensemble_refuses_runs_of_other_classes(two_runs, tmp_path):
+    odd = tmp_path / "odd"
+    shutil.copytree(two_runs[1], odd)
+    info = json.loads((odd / "run.json").read_text())
+    info["class_names"] = [*info["class_names"][1:], info["class_names"][0]]
+    (odd / "run.json").write_text(json.dumps(info))
+    done = _cli("evaluate", str(two_runs[0]), str(odd), "--out", str(tmp_path / "e"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "share classes" in done.stderr and "odd" in done.stderr
+    assert not (tmp_path / "e").exists()

@@ -67,6 +67,5 @@ def write_finish(cfg: BuildConfig, root: Path, clean: tuple[dict, dict | None],
     if m.raw.get("input", {}).get("fingerprint") != fingerprint:
         raise InputError(f"{cfg.input}: changed while it was being built (the finishing build "
                          "read other images); build again")
-    policy, k = finish_policy(cfg.finish) or ("", 0)
-    return {"dir": fmt.FINISH_DIR, "policy": policy, "epochs": k,
+    return {"dir": fmt.FINISH_DIR, "policy": sub.policy, "epochs": sub.epochs,
             "manifest_sha256": fmt.sha256_file(folder / fmt.MANIFEST_NAME)}, result
