@@ -42,6 +42,8 @@ held-out family too), the recipe the README recommends:
   otherwise as the K study, whose K=4 row is their baseline. These rows are scored on the
   val split too (clean and compound): a choice between rows is made there, and the test
   split only reports it;
+* ``ensemble``: with several ``--seeds``, the main row's runs of all seeds as one ensemble
+  (``evaluate RUN1 RUN2 ...``), scored on val and test, plain and with the variants;
 * ``lazy``: the policy applied lazily, fresh every epoch. Its accuracy is that of a build with
   K = epochs (each epoch a fresh draw: the same distribution as lazy augmentation); its time
   is the frozen build's time per epoch measured against two epochs of training with the same
@@ -138,24 +140,27 @@ def run_cli(argv: list[str], log: Path) -> float:
     return time.perf_counter() - t
 
 
-VARIANTS = {"tta": (True, False), "adapt-bn": (False, True), "tta+adapt-bn": (True, True)}
+# name -> (evaluate's --tta, --adapt-bn); d8: the 8 dihedral views and the same turned by 45 degrees
+VARIANTS = {"tta": ("d4", False), "tta-d8": ("d8", False), "adapt-bn": (False, True),
+            "tta+adapt-bn": ("d4", True)}
 
 
-def score_run(run_dir: Path, build: Path, family: str | None,
+def score_run(run_dir: Path | list[Path], build: Path, family: str | None,
               extra: list[str] | tuple = tuple(VARIANTS), split: str = "test",
               single: bool = True) -> dict:
     """Clean and distorted accuracy of a run on its build's test split (or ``split``), plain
     and with each of the ``extra`` variants (names of VARIANTS); without ``single``, the
-    compound suite only (no single-family table)."""
+    compound suite only (no single-family table). Several runs: their ensemble."""
     from frozenaug.trainer.assess import tta as tta_module
-    from frozenaug.trainer.assess.evaluate import load_inputs, load_run, robustness, score
+    from frozenaug.trainer.assess.evaluate import load_inputs, load_runs, robustness, score
 
-    run = load_run(run_dir)
+    run = load_runs(run_dir if isinstance(run_dir, list) else [run_dir])
     inputs = load_inputs(run, str(build), split)
     variants = [(False, False), *(VARIANTS[v] for v in extra)]
     out: dict = {}
     for tta, adapt in variants:
-        key = "plain" + ("+tta" if tta else "") + ("+adapt-bn" if adapt else "")
+        key = ("plain" + {False: "", "d4": "+tta", "d8": "+tta-d8"}[tta]
+               + ("+adapt-bn" if adapt else ""))
         t = time.perf_counter()
         proba = tta_module.predict_proba(run.model, inputs.images, 256, tta, adapt)
         m = score(inputs.labels, proba, run.class_names)
@@ -176,6 +181,36 @@ def score_run(run_dir: Path, build: Path, family: str | None,
               f"{np.mean(list(res['dist'].values())):.4f}, compound {res['compound']:.4f} "
               f"({res['eval_s']:.0f} s)", flush=True)
     return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+
+
+def ensemble_row(out: Path, every: dict[str, dict], seeds: list[int],
+                 variants: list[str]) -> tuple[str, dict]:
+    """The main row's runs of every seed as one ensemble (the mean of their softmax), scored
+    on val (to choose) and test, clean and compound; its cost is the sum of theirs."""
+    main = next(n for n, r in every.items() if r["group"] == "main")
+    slug = _slug(main)
+    names = [slug if s == 0 else f"{slug}-seed{s}" for s in seeds]
+    done = out / "rows" / f"{slug}-ensemble-{'-'.join(map(str, seeds))}.json"
+    if done.is_file():
+        r = json.loads(done.read_text())
+    else:
+        members = [json.loads((out / "rows" / f"{n}.json").read_text()) for n in names]
+        runs, build = [out / "runs" / n for n in names], out / "builds" / slug
+        print(f"== {main}, ensemble of seeds {seeds}", flush=True)
+        fit_s = sum(m["fit_s"] for m in members)
+        r = {"group": "ensemble", "seed": "+".join(map(str, seeds)),
+             "build_s": members[0]["build_s"],
+             "fit_s": fit_s, "epochs": sum(m["epochs"] for m in members),
+             "epoch_s": fit_s / sum(m["epochs"] for m in members), "family": None,
+             "scores": score_run(runs, build, None, variants, single=False),
+             "val": score_run(runs, build, None, variants, split="val", single=False)}
+        save(done, r)
+    r["base"] = f"{main}, ensemble of {len(seeds)} seeds"
+    return r["base"], r
 
 
 def lazy_epoch_seconds(build: Path, work: Path, epochs: int = 2) -> float:
@@ -263,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for (name, row), seed in ((r, s) for r in every.items() for s in seeds):
         if row["group"] not in groups:
             continue
-        slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+        slug = _slug(name)
         build = out / "builds" / slug  # one build per row, whatever the fit seed
         if seed:  # seed 0 keeps the names of runs made before --seeds
             name, slug = f"{name}, seed {seed}", f"{slug}-seed{seed}"
@@ -304,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("lazy"):
             r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
         save(done, r)
+        results[name] = r
+    if "ensemble" in groups and len(seeds) > 1:
+        name, r = ensemble_row(out, every, seeds, variants)
         results[name] = r
     text = table(results) + spread(results) + val_table(results)
     lazy = [f"{n}: lazy {r['lazy_epoch_s']:.1f} s/epoch against frozen {r['epoch_s']:.1f}"

@@ -43,7 +43,7 @@ def table(results: dict[str, dict]) -> str:
                 f"{s['clean']:.4f} | {s['macro_f1']:.4f} | "
                 f"{_num(s.get('compound'))} | {_num(s.get('compound_f1'))} | "
                 f"{f'{np.mean(vals):.4f}' if every and not fam else ''} | "
-                f"{'' if fam else f'{np.mean(strong):.4f}'} | "
+                f"{'' if fam or not strong else f'{np.mean(strong):.4f}'} | "
                 f"{f'{fam}: {np.mean(vals):.4f}' if fam else ''} | "
                 f"{f'{fam}: {with_f:.4f}' if with_f is not None else ''} |")
     lines += [f"\nleave-one-family-out mean ({key}, {len(v)} families): {np.mean(v):.4f}"
