@@ -27,7 +27,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     code = _verify(m)
     if m.finish is not None:
         manifest = m.root / fmt.FINISH_DIR / fmt.MANIFEST_NAME
-        if not manifest.is_file() or fmt.sha256_file(manifest) != m.finish.get("manifest_sha256"):
+        if not fmt.finish_matches(m.root, m.finish):
             print(f"{manifest}: missing or not the finishing build {m.root / fmt.MANIFEST_NAME} "
                   "records (its sha256 differs); run the build again", file=sys.stderr)
             return EXIT_INPUT_ERROR

@@ -74,9 +74,9 @@ def _manifest_key(raw: Any) -> dict | None:
 
 def _finish_intact(out: Path, finish: dict) -> bool:
     """The finishing build a manifest names is there as it was recorded, every shard too."""
-    manifest = out / fmt.FINISH_DIR / fmt.MANIFEST_NAME
-    if not manifest.is_file() or sha256_file(manifest) != finish.get("manifest_sha256"):
+    if not fmt.finish_matches(out, finish):
         return False
+    manifest = out / fmt.FINISH_DIR / fmt.MANIFEST_NAME
     raw = _read_json(manifest)
     shards = raw.get("shards") if isinstance(raw, dict) else None
     return isinstance(shards, list) and all(

@@ -7,6 +7,7 @@ encodings, paths), ``manifest`` (the typed manifest) and ``check`` (the one chec
 
 from frozenaug.format.check import (  # noqa: F401
     checked_shard,
+    finish_matches,
     image_problems,
     manifest_problems,
     open_shard,

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -13,7 +14,7 @@ import numpy as np
 
 from frozenaug.common.errors import InputError, brief
 from frozenaug.common.safeparse import parse_json
-from frozenaug.format.manifest import Manifest, ShardEntry
+from frozenaug.format.manifest import FINISH_DIR, Manifest, ShardEntry
 from frozenaug.format.schema import (
     ATTR_CLASS_NAMES,
     ATTR_ENCODING,
@@ -29,6 +30,7 @@ from frozenaug.format.schema import (
     DS_LABELS,
     DS_SOFT_LABELS,
     DS_SOURCE_INDEX,
+    MANIFEST_NAME,
     RAW,
 )
 
@@ -209,3 +211,11 @@ def open_shard(m: Manifest, entry: ShardEntry, *, checksum: bool = False) -> Ite
         if f is None or found:
             raise InputError(f"{m.path_of(entry)}: {'; '.join(found)}")
         yield f
+
+
+def finish_matches(root: str | os.PathLike, record: Any) -> bool:
+    """The finishing build a manifest's ``finish`` record names is in ``root`` as recorded
+    (its manifest's sha256)."""
+    manifest = Path(root) / FINISH_DIR / MANIFEST_NAME
+    return (isinstance(record, dict) and manifest.is_file()
+            and sha256_file(manifest) == record.get("manifest_sha256"))

@@ -29,6 +29,7 @@ from frozenaug.trainer.assess import tta as tta_module
 from frozenaug.trainer.assess.distort import FAMILIES, MAX_SEVERITY, distort
 from frozenaug.trainer.assess.runs import (  # noqa: F401  (evaluate's names, kept)
     Run,
+    as_run_dirs,
     load_run,
     load_runs,
     read_run_files,
@@ -253,7 +254,7 @@ def evaluate(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_pat
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
     for name in ("metrics.json", "confusion.png"):  # never replace the input with a report
         check_not_input(Path(out) / name, [input_path], "writing there", inside_ok=True)
-    run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+    run_dirs = as_run_dirs(run_dir)
     run = load_runs(run_dirs)
     inputs = load_inputs(run, input_path, split, max_pixels)
     if inputs.labels is None:

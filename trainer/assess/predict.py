@@ -22,7 +22,7 @@ from frozenaug.common.imageheaders import DEFAULT_MAX_IMAGE_PIXELS
 from frozenaug.common.owned import check_not_input
 from frozenaug.data.intake import load_unlabelled
 from frozenaug.trainer.assess.evaluate import load_inputs
-from frozenaug.trainer.assess.runs import load_runs, member_files
+from frozenaug.trainer.assess.runs import as_run_dirs, load_runs, member_files
 from frozenaug.trainer.assess.tta import predict_proba_timed
 
 
@@ -60,7 +60,7 @@ def predict(run_dir: str | os.PathLike | Sequence[str | os.PathLike], input_path
         raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
     if Path(out).is_dir():
         raise InputError(f"{out}: is a folder; --out names the CSV file to write")
-    run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+    run_dirs = as_run_dirs(run_dir)
     check_not_input(out, [input_path, *member_files(run_dirs)], "writing the CSV there",
                     inside_ok=True)
     run = load_runs(run_dirs)

@@ -111,11 +111,16 @@ def split_paths(paths: Sequence[str], input_required: bool) -> tuple[list[str], 
         runs, data = paths[:-1], paths[-1]
     else:
         runs, data = paths, None
-    for r in runs[1:] if len(runs) > 1 else ():
+    for r in runs[1:]:
         if not is_run_dir(r):  # the first is checked by read_run_files with its own message
             raise InputError(f"{r}: not a run directory (no {CONFIG_NAME} and {RUN_INFO_NAME});"
                              " every path before the input must be a run of the ensemble")
     return runs, data
+
+
+def as_run_dirs(run_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> list:
+    """One run folder or several, as a list."""
+    return [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
 
 
 def check_members(run_dirs: Sequence[str | os.PathLike]) -> None:
