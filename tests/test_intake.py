@@ -90,16 +90,17 @@ def test_medmnist(tmp_path: Path, gray: bool) -> None:
 # --- class folders --------------------------------------------------------------------------
 
 
-def _write(path: Path, img: np.ndarray) -> None:
+def _write(path: Path, img: np.ndarray, params: tuple[int, ...] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), img)
+    assert cv2.imwrite(str(path), img, params)
 
 
 def test_folders_all_formats(tmp_path: Path) -> None:
-    imgs = make_images(6, 16, 16)
+    imgs = make_images(7, 16, 16)
     _write(tmp_path / "b" / "1.png", imgs[0][..., ::-1])
     _write(tmp_path / "b" / "2.bmp", imgs[1][..., ::-1])
     _write(tmp_path / "b" / "3.tif", imgs[2][..., ::-1])
+    _write(tmp_path / "b" / "4.webp", imgs[6][..., ::-1], (cv2.IMWRITE_WEBP_QUALITY, 101))
     _write(tmp_path / "a" / "gray.png", imgs[3][..., 0])
     rgba = np.concatenate([imgs[4][..., ::-1], np.full((16, 16, 1), 9, np.uint8)], axis=-1)
     _write(tmp_path / "a" / "rgba.png", rgba)
@@ -109,12 +110,13 @@ def test_folders_all_formats(tmp_path: Path) -> None:
     ds = load_dataset(tmp_path, size=(16, 16))
     assert ds.class_names == ["a", "b"]
     assert ds.ids == ["a/big.jpg", "a/deep.png", "a/gray.png", "a/rgba.png",
-                      "b/1.png", "b/2.bmp", "b/3.tif"]
-    np.testing.assert_array_equal(ds.labels, [0, 0, 0, 0, 1, 1, 1])
+                      "b/1.png", "b/2.bmp", "b/3.tif", "b/4.webp"]
+    np.testing.assert_array_equal(ds.labels, [0, 0, 0, 0, 1, 1, 1, 1])
     np.testing.assert_array_equal(ds.images[1], imgs[5])  # 16-bit scaled back exactly
     np.testing.assert_array_equal(ds.images[2], np.repeat(imgs[3][..., :1], 3, axis=-1))
     np.testing.assert_array_equal(ds.images[3], imgs[4])  # RGBA: alpha dropped, RGB order
-    np.testing.assert_array_equal(ds.images[4:], imgs[:3])
+    np.testing.assert_array_equal(ds.images[4:7], imgs[:3])
+    np.testing.assert_array_equal(ds.images[7], imgs[6])  # lossless WebP
     assert ds.source == str(tmp_path)
 
 

@@ -21,7 +21,7 @@ from frozenaug.data.imagefile import ImageFile
 # one line naming it; OpenCV's own "[ WARN ] ... buffer is incomplete" lines would add noise.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 FOLDER_BATCH = 64  # files one thread decodes and writes at a time
 
 
