@@ -148,6 +148,28 @@ def test_recipe_auto_values(recipe_build, tmp_path):
                                  epochs_fine=0))
 
 
+def test_patience_auto_never_stops_a_cosine_schedule(recipe_build, tmp_path, capsys):
+    from frozenaug.trainer.cli import main as train_main
+
+    assert FitConfig().patience_epochs is None  # cosine: its decay runs to the end it was given
+    assert FitConfig(schedule="plateau").patience_epochs == 8
+    assert FitConfig(patience="none", schedule="plateau").patience_epochs is None
+    assert FitConfig(patience=0).patience_epochs == 1  # Keras counts 0 and 1 alike
+    assert FitConfig(patience=5).patience_epochs == 5
+    for bad in ("soon", "-1", "1.5"):
+        assert train_main(["fit", str(recipe_build), "--out", str(tmp_path / "r"), *FIT,
+                           "--patience", bad]) != 0
+        err = capsys.readouterr().err.strip()
+        assert "--patience" in err and "auto or none or an integer" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("patience: none\n")
+    run = tmp_path / "run"
+    assert train_main(["fit", str(recipe_build), "--out", str(run), *FIT, "--config", str(cfg),
+                       "--epochs-fine", "0"]) == 0
+    assert json.loads((run / "config.json").read_text())["patience"] == "none"
+
+
 # --- ensembles --------------------------------------------------------------------------
 
 

@@ -18,8 +18,9 @@ at ``fine_lr``, with a new optimizer and schedule. Keras epochs are numbered acr
 (the fine phase starts where the coarse one stopped), so the stream reads frozen epoch
 ``e mod K`` and ``history.csv`` is one table with a ``phase`` column.
 
-Monitoring. Each phase has its own EarlyStopping (best weights restored), and with
-``schedule=plateau`` a ReduceLROnPlateau, both watching ``val_ce``: the plain cross-entropy of
+Monitoring. Each phase has its own EarlyStopping (best weights restored; by default it stops
+nothing under the cosine schedule, see ``patience``), and with ``schedule=plateau`` a
+ReduceLROnPlateau, both watching ``val_ce``: the plain cross-entropy of
 the val split, without label smoothing or weight penalties, so that the phases, whose
 regularisers differ, are comparable (``val_loss`` jumps when L1L2 is switched on). Class
 weights come from the split's own train counts (real images, not post-MixUp argmaxes).
@@ -219,14 +220,17 @@ def train_phase(model: keras.Model, phase: str, end_epoch: int, plan: Plan,
     cfg, run = plan.cfg, plan.run
     start = state.epoch + 1
     best = run / layout.BEST_WEIGHTS
+    patience = cfg.patience_epochs
+    # No patience still keeps EarlyStopping, which restores the best epoch's weights at the end.
     es = ckpt.ResumableEarlyStopping(state.early_stopping, monitor=plan.monitor,
-                                     patience=max(cfg.patience, 1), restore_best_weights=True)
+                                     patience=patience or end_epoch, restore_best_weights=True)
     if state.early_stopping and best.is_file():
         es.initial_best_weights = ckpt.weights_from_file(model, best)
     rlr = None
     if cfg.schedule == "plateau":
         rlr = ckpt.ResumableReduceLR(state.reduce_lr, monitor=plan.monitor,
-                                     factor=cfg.lr_factor, patience=max(1, cfg.patience // 2),
+                                     factor=cfg.lr_factor,
+                                     patience=max(1, (patience or cfgmod.PLATEAU_PATIENCE) // 2),
                                      min_lr=cfg.min_lr)
     ck = ckpt.RunCheckpoint(run, state, phase, es, rlr)
     if start >= end_epoch or state.stopped:
