@@ -40,7 +40,8 @@ held-out family too), the recipe the README recommends:
 * ``levers``: the policies of bench/policies/ (heavy-geo: geometric damage at the compound
   suite's strength; heavy-compound: that, and every family applied twice as often) at K=4,
   otherwise as the K study, whose K=4 row is their baseline. These rows are scored on the
-  val split too (clean and compound): a choice between rows is made there, and the test
+  val split too (clean and compound), as the main row is (with its variants): a choice
+  between rows, or between two ``--epochs`` of the main row, is made there, and the test
   split only reports it;
 * ``ensemble``: with several ``--seeds``, the main row's runs of all seeds as one ensemble
   (``evaluate RUN1 RUN2 ...``), scored on val and test, plain and with the variants;
@@ -296,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
              "scores": score_run(run, build, row.get("family"),
                                  variants if row.get("extra") else (),
                                  single=not row.get("quick"))}
-        if row.get("quick"):  # where a choice between rows is made
-            r["val"] = score_run(run, build, None, (), split="val", single=False)
+        if row.get("quick") or row["group"] == "main":  # where a choice between rows is made
+            r["val"] = score_run(run, build, None, variants if row.get("extra") else (),
+                                 split="val", single=False)
         if row.get("lazy"):
             r["lazy_epoch_s"] = lazy_epoch_seconds(build, out)
         save(done, r)

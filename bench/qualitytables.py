@@ -86,8 +86,9 @@ def spread(results: dict[str, dict]) -> str:
 
 
 def val_table(results: dict[str, dict]) -> str:
-    """The K study and lever rows: val (where a choice is made) beside test, mean and standard
-    deviation over the seeds."""
+    """The rows scored on val (the main row, the K study, the levers, the ensemble): val, where
+    a choice is made, beside test, mean and standard deviation over the seeds; +tta where the
+    row was scored with it."""
     by: dict[str, list[dict]] = {}
     for name, r in results.items():
         if "val" in r:
@@ -95,12 +96,17 @@ def val_table(results: dict[str, dict]) -> str:
     if not by:
         return ""
     cols = [("val", "plain", "clean"), ("val", "plain", "compound"),
-            ("scores", "plain", "clean"), ("scores", "plain", "compound")]
+            ("scores", "plain", "clean"), ("scores", "plain", "compound"),
+            ("val", "plain+tta", "compound"), ("scores", "plain+tta", "compound")]
     lines = ["\n| row (val: choose; test: report) | seeds | val clean | val compound | "
-             "test clean | test compound |", "|---|---|---|---|---|---|"]
+             "test clean | test compound | val compound +tta | test compound +tta |",
+             "|---|---|---|---|---|---|---|---|"]
     for base, runs in by.items():
         cells = []
         for where, key, k in cols:
+            if not all(key in r[where] for r in runs):  # a row scored without the variant
+                cells.append("")
+                continue
             v = np.array([r[where][key][k] for r in runs], float)
             cells.append(f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1
                          else f"{v[0]:.4f}")
