@@ -1,6 +1,6 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
-    python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 40]
+    python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 80]
                             [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
                             [--variants tta,adapt-bn,tta+adapt-bn] [--seeds 0,1,2]
                             [--out out/quality]
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(SHARED), help="folder of the shared blood-cell set")
     ap.add_argument("--out", default=str(ROOT / "out" / "quality"))
     ap.add_argument("--rows", default="main,base,lofo,policy,k,mix,lazy")
-    ap.add_argument("--epochs", type=int, default=40, help="epochs of the main row")
+    ap.add_argument("--epochs", type=int, default=80, help="epochs of the main row")
     ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
     ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
     ap.add_argument("--finish", type=int, default=3,
