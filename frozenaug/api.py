@@ -86,7 +86,7 @@ class Build:
     def class_weights(self) -> dict[int, float]:
         """Keras ``class_weight`` as fit uses it: balanced over the split's real train counts
         (before MixUp/CutMix), n / (classes x count)."""
-        from frozenaug.trainer.config import class_weights
+        from frozenaug.trainer.buildcheck import class_weights
 
         return class_weights(self.manifest.split_counts("train"))
 

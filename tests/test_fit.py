@@ -15,6 +15,7 @@ from build_factory import make_build
 
 from frozenaug import format as fmt
 from frozenaug.common.errors import InputError
+from frozenaug.trainer.buildcheck import class_weights
 from frozenaug.trainer.cli import main as train_main
 from frozenaug.trainer.config import (
     FitConfig,
@@ -25,7 +26,6 @@ from frozenaug.trainer.config import (
     resolve_recipe,
 )
 from frozenaug.trainer.train.fit import fit
-from frozenaug.trainer.train.plan import class_weights
 
 
 class Interrupt(Exception):

@@ -129,7 +129,7 @@ def precheck(args: argparse.Namespace) -> None:
 
             read_tf_config()
         from frozenaug.format import load_manifest
-        from frozenaug.trainer.config import check_fine_build, check_trainable
+        from frozenaug.trainer.buildcheck import check_fine_build, check_trainable
 
         manifest = load_manifest(args.dir)
         check_trainable(manifest)

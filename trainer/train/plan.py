@@ -15,7 +15,7 @@ from frozenaug.common.safeparse import read_json
 from frozenaug.format import Manifest, load_manifest
 from frozenaug.imaging.mixing import MixConfig
 from frozenaug.trainer import config as cfgmod
-from frozenaug.trainer.config import class_weights
+from frozenaug.trainer.buildcheck import check_fine_build, check_trainable, class_weights
 from frozenaug.trainer.layout import RUN_INFO_NAME
 from frozenaug.trainer.read.stream import ShardStream
 from frozenaug.trainer.train import checkpoint as ckpt
@@ -90,7 +90,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
 
     Under ``multiworker`` this waits until every worker has joined."""
     manifest = load_manifest(cfg.build_dir)
-    cfgmod.check_trainable(manifest)
+    check_trainable(manifest)
     gpu = _gpu_present()
     jit = _jit(cfg, gpu)  # may refuse: before the strategy waits for the other workers
     if cfg.strategy == "multiworker":
@@ -107,7 +107,7 @@ def make_plan(cfg: cfgmod.FitConfig, run: Path, *, verbose: int | None,
     fine_train = None
     if cfg.fine_build:
         fine_manifest = load_manifest(cfg.fine_build)
-        cfgmod.check_fine_build(manifest, fine_manifest)
+        check_fine_build(manifest, fine_manifest)
         fine_train = ShardStream(fine_manifest, "train", batch_size=global_batch, shuffle=True,
                                  seed=cfg.seed, drop_remainder=drop, verify=cfg.verify)
     val = (ShardStream(manifest, "val", batch_size=val_batch, shuffle=False, verify=cfg.verify)
