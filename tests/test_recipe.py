@@ -160,7 +160,7 @@ def test_patience_auto_never_stops_a_cosine_schedule(recipe_build, tmp_path, cap
         assert train_main(["fit", str(recipe_build), "--out", str(tmp_path / "r"), *FIT,
                            "--patience", bad]) != 0
         err = capsys.readouterr().err.strip()
-        assert "--patience" in err and "auto or none or an integer" in err and "\n" not in err
+        assert "--patience" in err and "auto, none or an integer" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
     cfg = tmp_path / "c.yaml"
     cfg.write_text("patience: none\n")
