@@ -23,9 +23,10 @@ model selection (EarlyStopping watches the val split):
   the tool copes with damage of a kind nobody anticipated, alone and among other damage.
 
 Rows (each a build + fit; rows already done in ``--out`` are skipped, so an interrupted run
-resumes). The main, base and lofo rows end with a finishing phase of ``--finish`` epochs on a
-light build of the same split (``fit --fine-build``; for a lofo row the light build lacks the
-held-out family too), the recipe the README recommends:
+resumes). The main, base and lofo rows end with a finishing phase of ``--finish`` epochs on
+the build's own finishing build (``build --finish light:3``: light K=3 of the same split; for
+a lofo row it lacks the held-out family too), the recipe ``fit BUILD`` runs by default; every
+other row builds none (``--finish none``) and has no finishing phase:
 
 * ``main``: heavy policy, K=10, the default model and recipe, ``--epochs`` epochs; also scored
   with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both (at severities 3..5 only);
@@ -83,11 +84,10 @@ LEVERS = ("heavy-geo", "heavy-compound")  # bench/policies/*.yaml
 def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
          k_epochs: int = 8, k_values: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, dict]:
     """name -> build flags, fit flags, what to score, group; in the order they run. ``fine``:
-    the flags of a second build of the same split that a finishing phase of ``finish`` epochs
-    reads (``fit --fine-build``; none when 0)."""
+    the row ends with ``finish`` epochs on its build's finishing build (none when 0)."""
     fit_row = ["--epochs-coarse", str(row_epochs)]
     k = str(row_k)
-    light = ["--policy", "light", "--epochs", "3"] if finish else None
+    light = bool(finish)  # the build's own finishing build (build --finish light:3)
     then = f" + light {finish}" if finish else ""
     r: dict[str, dict] = {
         f"heavy K=10{then}": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
@@ -101,7 +101,7 @@ def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
         r[f"heavy K={k}{then} without {f}"] = dict(
             group="lofo", family=f, build=["--policy", "heavy", "--drop-family", f,
                                            "--epochs", k], fit=fit_row,
-            fine=light and [*light, "--drop-family", f], extra=True)
+            fine=light, extra=True)
     r.update({
         "none K=1": dict(group="policy", build=["--policy", "none", "--epochs", "1"],
                          fit=fit_row),
@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
     ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
     ap.add_argument("--finish", type=int, default=3,
-                    help="epochs of the light finishing phase (fit --fine-build) of the main, "
-                         "base and lofo rows; 0: none")
+                    help="epochs of the light finishing phase (on build --finish light:3) of "
+                         "the main, base and lofo rows; 0: none")
     ap.add_argument("--fine-lr", default="auto",
                     help="its peak learning rate (fit's auto: 2e-4 from scratch)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
@@ -275,15 +275,18 @@ def main(argv: list[str] | None = None) -> int:
         run.parent.mkdir(exist_ok=True)
         times = out / "rows" / f"{slug}.times.json"  # a finished build and fit are kept
         t = json.loads(times.read_text()) if times.is_file() else {}
-        fine, fit_flags = build.with_name(f"{slug}-fine"), list(row["fit"])
+        # the finishing phase reads the build's own finishing build (light K=3, and without a
+        # dropped family too), as fit BUILD does; a row without one builds none
+        build_flags, fit_flags = list(row["build"]), list(row["fit"])
         if row.get("fine"):
-            fit_flags += ["--epochs-fine", str(args.finish), "--fine-build", str(fine),
-                          "--fine-lr", str(args.fine_lr)]
+            build_flags += ["--finish", "light:3"]
+            fit_flags += ["--epochs-fine", str(args.finish), "--fine-lr", str(args.fine_lr)]
+        elif "--finish" not in build_flags:
+            build_flags += ["--finish", "none"]
         if "build_s" not in t:  # a build another seed made is up to date: seconds to check
-            t["build_s"] = sum(
-                run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out", str(out_),
-                         "--seed", "0", "--jobs", str(args.jobs), "--overwrite", *flags], log)
-                for out_, flags in ((build, row["build"]), (fine, row.get("fine"))) if flags)
+            t["build_s"] = run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out",
+                                    str(build), "--seed", "0", "--jobs", str(args.jobs),
+                                    "--overwrite", *build_flags], log)
             save(times, t)
         if "fit_s" not in t:
             t["fit_s"] = run_cli([str(BIN / "frozenaug-train"), "fit", str(build), "--out",
