@@ -87,21 +87,21 @@ def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
     the row ends with ``finish`` epochs on its build's finishing build (none when 0)."""
     fit_row = ["--epochs-coarse", str(row_epochs)]
     k = str(row_k)
-    light = bool(finish)  # the build's own finishing build (build --finish light:3)
+    finishing = bool(finish)  # on the build's own finishing build (build --finish light:3)
     then = f" + light {finish}" if finish else ""
     r: dict[str, dict] = {
         f"heavy K=10{then}": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
-                                  fit=["--epochs-coarse", str(epochs)], fine=light,
+                                  fit=["--epochs-coarse", str(epochs)], fine=finishing,
                                   extra=True),
         # the baseline of every other row: same epochs, same K
         f"heavy K={k}{then}": dict(group="base", build=["--policy", "heavy", "--epochs", k],
-                                   fit=fit_row, fine=light),
+                                   fit=fit_row, fine=finishing),
     }
     for f in FAMILIES:  # the finishing build lacks the family too
         r[f"heavy K={k}{then} without {f}"] = dict(
             group="lofo", family=f, build=["--policy", "heavy", "--drop-family", f,
                                            "--epochs", k], fit=fit_row,
-            fine=light, extra=True)
+            fine=finishing, extra=True)
     r.update({
         "none K=1": dict(group="policy", build=["--policy", "none", "--epochs", "1"],
                          fit=fit_row),
