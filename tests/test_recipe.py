@@ -148,7 +148,7 @@ def test_recipe_auto_values(recipe_build, tmp_path):
                                  epochs_fine=0))
 
 
-def test_patience_auto_never_stops_a_cosine_schedule(recipe_build, tmp_path, capsys):
+def test_patience_auto_resolves_by_schedule_and_bad_ones_fail(recipe_build, tmp_path, capsys):
     from frozenaug.trainer.cli import main as train_main
 
     assert FitConfig().patience_epochs is None  # cosine: its decay runs to the end it was given
