@@ -1,6 +1,7 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 80]
+                            [--main-policy heavy|heavy-geo|heavy-compound]
                             [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
                             [--variants tta,adapt-bn,tta+adapt-bn] [--seeds 0,1,2]
                             [--out out/quality]
@@ -29,7 +30,8 @@ a lofo row it lacks the held-out family too), the recipe ``fit BUILD`` runs by d
 other row builds none (``--finish none``) and has no finishing phase:
 
 * ``main``: heavy policy, K=10, the default model and recipe, ``--epochs`` epochs; also scored
-  with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both (at severities 3..5 only);
+  with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both (at severities 3..5 only).
+  ``--main-policy`` swaps the policy (a lever of bench/policies/ at the recipe's length);
 * ``base``: heavy, K=``--row-k``, ``--row-epochs`` epochs: what the rows below compare with;
 * ``lofo``: one row per family, otherwise as ``base``;
 * ``policy``: none (K=1) and light beside base's heavy;
@@ -82,15 +84,21 @@ LEVERS = ("heavy-geo", "heavy-compound")  # bench/policies/*.yaml
 
 
 def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
-         k_epochs: int = 8, k_values: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, dict]:
+         k_epochs: int = 8, k_values: tuple[int, ...] = (1, 2, 4, 8),
+         main_policy: str = "heavy") -> dict[str, dict]:
     """name -> build flags, fit flags, what to score, group; in the order they run. ``fine``:
-    the row ends with ``finish`` epochs on its build's finishing build (none when 0)."""
+    the row ends with ``finish`` epochs on its build's finishing build (none when 0).
+    ``main_policy``: the main row's policy, a preset or a bench/policies/ name (a lever at the
+    recipe's full length)."""
     fit_row = ["--epochs-coarse", str(row_epochs)]
     k = str(row_k)
     finishing = bool(finish)  # on the build's own finishing build (build --finish light:3)
     then = f" + light {finish}" if finish else ""
+    named = ROOT / "bench" / "policies" / f"{main_policy}.yaml"
+    policy = str(named) if named.is_file() else main_policy
     r: dict[str, dict] = {
-        f"heavy K=10{then}": dict(group="main", build=["--policy", "heavy", "--epochs", "10"],
+        f"{main_policy} K=10{then}": dict(group="main",
+                                          build=["--policy", policy, "--epochs", "10"],
                                   fit=["--epochs-coarse", str(epochs)], fine=finishing,
                                   extra=True),
         # the baseline of every other row: same epochs, same K
@@ -226,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "quality"))
     ap.add_argument("--rows", default="main,base,lofo,policy,k,mix,lazy")
     ap.add_argument("--epochs", type=int, default=80, help="epochs of the main row")
+    ap.add_argument("--main-policy", default="heavy",
+                    help="the main row's policy: a preset, or a lever of bench/policies/ "
+                         f"({', '.join(LEVERS)}) at the recipe's length")
     ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
     ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
     ap.add_argument("--finish", type=int, default=3,
@@ -257,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--variants: choose among {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     every = rows(args.epochs, args.row_epochs, args.row_k, args.finish, args.k_epochs,
-                 tuple(int(k) for k in args.k_values.split(",")))
+                 tuple(int(k) for k in args.k_values.split(",")), args.main_policy)
     for (name, row), seed in ((r, s) for r in every.items() for s in seeds):
         if row["group"] not in groups:
             continue
