@@ -126,17 +126,19 @@ def test_fit_build_runs_the_whole_recipe(recipe_build, tmp_path):
 def test_recipe_auto_values(recipe_build, tmp_path):
     def resolved(**kw):
         c = resolve_recipe(FitConfig(build_dir=str(recipe_build), **kw))
-        return c.fine_build, c.epochs_fine
+        return c.epochs_coarse, c.fine_build, c.epochs_fine
 
     finish = str(recipe_build / fmt.FINISH_DIR)
-    assert resolved() == (finish, 3)
-    assert resolved(epochs_fine=0) == ("", 0)  # no finishing phase asked for
-    assert resolved(epochs_fine=5) == (finish, 5)
-    assert resolved(fine_build="none") == ("", 0)
-    # pretrained: the transfer recipe fine-tunes on the build itself
-    assert resolved(weights="w.weights.h5", model="efficientnetv2b0") == ("", 0)
+    assert resolved() == (80, finish, 3)
+    assert resolved(epochs_fine=0) == (80, "", 0)  # no finishing phase asked for
+    assert resolved(epochs_fine=5, epochs_coarse=7) == (7, finish, 5)
+    assert resolved(fine_build="none") == (80, "", 0)
+    # pretrained: the transfer recipe's 10 epochs of the head, fine-tuned on the build itself
+    assert resolved(weights="w.weights.h5", model="efficientnetv2b0") == (10, "", 0)
     assert resolved(weights="w.weights.h5", model="efficientnetv2b0",
-                    epochs_fine=20) == ("", 20)
+                    epochs_fine=20) == (10, "", 20)
+    assert resolved(weights="w.weights.h5", model="efficientnetv2b0", epochs_coarse=0,
+                    epochs_fine=20) == (0, "", 20)
     plain = tmp_path / "plain"
     shutil.copytree(recipe_build, plain, ignore=shutil.ignore_patterns(fmt.FINISH_DIR))
     raw = json.loads((plain / fmt.MANIFEST_NAME).read_text())

@@ -88,6 +88,13 @@ def _int_or(*words: str) -> Callable[[Any], int | str]:
 
 _epochs_or_auto = _int_or("auto")
 
+# What epochs_coarse "auto" gives. From scratch, 80: on the blood cells 80 heavy epochs beat 40
+# on val in every fit seed (README, "Model quality"), and build + fit stays under half an hour
+# on 2 CPU cores. With pretrained weights the coarse phase trains the head on a frozen
+# backbone: the transfer recipe's 10 (more only overfits the head before fine-tuning).
+COARSE_EPOCHS_SCRATCH = 80
+COARSE_EPOCHS_PRETRAINED = 10
+
 # What patience "auto" gives under schedule=plateau, where the patience also paces the rate's
 # cuts; under cosine it is none: the schedule decays to lr/100 at the end it was given, and a
 # stop before that ends the run at a high rate (README, "Model quality": patience 8 cut a
@@ -125,10 +132,10 @@ class FitConfig:
                              "makes it blind to brightness, contrast and stain/white-balance "
                              "gains (see trainer/train/models.py); auto: image for small_resnet "
                              "and small_resnet_wide, else none", choices=INPUT_NORMS)
-    # 80: on the blood cells, 80 heavy epochs beat 40 on val in every fit seed (README, "Model
-    # quality"), and build + fit stays under half an hour on 2 CPU cores.
-    epochs_coarse: int = option(80, "epochs of the first phase (pretrained weights: backbone "
-                                "frozen; the transfer recipe uses 10)", lo=0, hi=100_000)
+    epochs_coarse: int | str = option(
+        "auto", "epochs of the first phase (pretrained weights: backbone frozen); auto: "
+        f"{COARSE_EPOCHS_SCRATCH} from scratch, {COARSE_EPOCHS_PRETRAINED} with pretrained "
+        "--weights", parse=_epochs_or_auto)
     epochs_fine: int | str = option(
         "auto", "epochs of fine-tuning (from scratch: a finishing phase); auto: 3 when there is "
         "a fine build (below), else 0", parse=_epochs_or_auto)
@@ -228,7 +235,8 @@ class FitConfig:
         the one rule across fields; InputError naming ``where`` and the key."""
         for name, o in OPTIONS.items():
             o.check(getattr(self, name), where)
-        if self.epochs_fine != "auto" and self.epochs_coarse + int(self.epochs_fine) < 1:
+        if "auto" not in (self.epochs_coarse, self.epochs_fine) and (
+                int(self.epochs_coarse) + int(self.epochs_fine) < 1):
             raise InputError(f"{where}: epochs_coarse + epochs_fine must be >= 1, got "
                              f"{self.epochs_coarse} + {self.epochs_fine}")
         if self.fine_build not in ("", "none", "auto") and self.epochs_fine == 0:
@@ -251,11 +259,12 @@ FLAG_NAMES = tuple(name for name, o in OPTIONS.items() if o.flag is not None)
 
 
 def resolve_recipe(cfg: FitConfig) -> FitConfig:
-    """``cfg`` with ``fine_build`` and ``epochs_fine`` "auto" made concrete from the build's
-    manifest (what ``config.json`` records, so a resume trains the same): from scratch, the
-    build's finishing build and 3 epochs on it (the recipe in one command); pretrained, the
-    build itself and no fine phase unless ``epochs_fine`` says so; ``epochs_fine`` 0, no
-    finishing build. ``none`` becomes ""."""
+    """``cfg`` with ``epochs_coarse``, ``fine_build`` and ``epochs_fine`` "auto" made concrete
+    from the weights and the build's manifest (what ``config.json`` records, so a resume trains
+    the same): from scratch, 80 coarse epochs, then the build's finishing build for 3 (the
+    recipe in one command); pretrained, 10 coarse epochs on the build itself and no fine phase
+    unless ``epochs_fine`` says so; ``epochs_fine`` 0, no finishing build. ``none`` becomes
+    ""."""
     from frozenaug.format import load_manifest  # a JSON file; no TensorFlow
 
     fine = cfg.fine_build
@@ -267,7 +276,10 @@ def resolve_recipe(cfg: FitConfig) -> FitConfig:
     epochs = cfg.epochs_fine
     if epochs == "auto":
         epochs = FINISH_EPOCHS if fine else 0
-    return replace(cfg, fine_build=fine, epochs_fine=epochs).validate()
+    coarse = cfg.epochs_coarse
+    if coarse == "auto":
+        coarse = COARSE_EPOCHS_PRETRAINED if cfg.weights != "none" else COARSE_EPOCHS_SCRATCH
+    return replace(cfg, fine_build=fine, epochs_fine=epochs, epochs_coarse=coarse).validate()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
