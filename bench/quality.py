@@ -2,6 +2,7 @@
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 80]
                             [--main-policy heavy|heavy-geo|heavy-compound]
+                            [--main-model small_resnet|small_resnet_wide]
                             [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
                             [--variants tta,adapt-bn,tta+adapt-bn] [--seeds 0,1,2]
                             [--out out/quality]
@@ -31,7 +32,8 @@ other row builds none (``--finish none``) and has no finishing phase:
 
 * ``main``: heavy policy, K=10, the default model and recipe, ``--epochs`` epochs; also scored
   with ``--tta`` (8 dihedral views), ``--adapt-bn`` and both (at severities 3..5 only).
-  ``--main-policy`` swaps the policy (a lever of bench/policies/ at the recipe's length);
+  ``--main-policy`` swaps the policy (a lever of bench/policies/ at the recipe's length),
+  ``--main-model`` the model;
 * ``base``: heavy, K=``--row-k``, ``--row-epochs`` epochs: what the rows below compare with;
 * ``lofo``: one row per family, otherwise as ``base``;
 * ``policy``: none (K=1) and light beside base's heavy;
@@ -85,22 +87,23 @@ LEVERS = ("heavy-geo", "heavy-compound")  # bench/policies/*.yaml
 
 def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
          k_epochs: int = 8, k_values: tuple[int, ...] = (1, 2, 4, 8),
-         main_policy: str = "heavy") -> dict[str, dict]:
+         main_policy: str = "heavy", main_model: str = "small_resnet") -> dict[str, dict]:
     """name -> build flags, fit flags, what to score, group; in the order they run. ``fine``:
     the row ends with ``finish`` epochs on its build's finishing build (none when 0).
     ``main_policy``: the main row's policy, a preset or a bench/policies/ name (a lever at the
-    recipe's full length)."""
+    recipe's full length); ``main_model``: its model."""
     fit_row = ["--epochs-coarse", str(row_epochs)]
     k = str(row_k)
     finishing = bool(finish)  # on the build's own finishing build (build --finish light:3)
     then = f" + light {finish}" if finish else ""
     named = ROOT / "bench" / "policies" / f"{main_policy}.yaml"
     policy = str(named) if named.is_file() else main_policy
+    model = "" if main_model == "small_resnet" else f", {main_model}"  # older rows' names
     r: dict[str, dict] = {
-        f"{main_policy} K=10{then}": dict(group="main",
-                                          build=["--policy", policy, "--epochs", "10"],
-                                  fit=["--epochs-coarse", str(epochs)], fine=finishing,
-                                  extra=True),
+        f"{main_policy} K=10{then}{model}": dict(
+            group="main", build=["--policy", policy, "--epochs", "10"],
+            fit=["--epochs-coarse", str(epochs), "--model", main_model], fine=finishing,
+            extra=True),
         # the baseline of every other row: same epochs, same K
         f"heavy K={k}{then}": dict(group="base", build=["--policy", "heavy", "--epochs", k],
                                    fit=fit_row, fine=finishing),
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--main-policy", default="heavy",
                     help="the main row's policy: a preset, or a lever of bench/policies/ "
                          f"({', '.join(LEVERS)}) at the recipe's length")
+    ap.add_argument("--main-model", default="small_resnet", help="the main row's model")
     ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
     ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
     ap.add_argument("--finish", type=int, default=3,
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--variants: choose among {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     every = rows(args.epochs, args.row_epochs, args.row_k, args.finish, args.k_epochs,
-                 tuple(int(k) for k in args.k_values.split(",")), args.main_policy)
+                 tuple(int(k) for k in args.k_values.split(",")), args.main_policy,
+                 args.main_model)
     for (name, row), seed in ((r, s) for r in every.items() for s in seeds):
         if row["group"] not in groups:
             continue
