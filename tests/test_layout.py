@@ -128,3 +128,14 @@ def test_a_build_written_before_the_namespace_is_reproduced_byte_for_byte(
     assert m["policy_hash"] == HEAVY_POLICY_HASH
     joined = "".join(s["sha256"] for s in m["shards"]).encode()
     assert hashlib.sha256(joined).hexdigest() == OLD_SHARDS_SHA
+
+
+def test_trainer_turns_onednn_on_unless_the_user_set_it() -> None:
+    """TensorFlow leaves its oneDNN kernels off on AMD CPUs (half the training speed there);
+    importing the trainer turns them on before TensorFlow loads, and a user's 0 is kept."""
+    code = "import os, frozenaug.trainer; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    env = {k: v for k, v in ENV.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for given, expected in ((None, "1"), ("0", "0")):
+        e = env if given is None else {**env, "TF_ENABLE_ONEDNN_OPTS": given}
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e)
+        assert p.stdout.strip() == expected, p.stderr
