@@ -89,9 +89,9 @@ def _int_or(*words: str) -> Callable[[Any], int | str]:
 _epochs_or_auto = _int_or("auto")
 
 # What epochs_coarse "auto" gives. From scratch, 80: on the blood cells 80 heavy epochs beat 40
-# on val in every fit seed (README, "Model quality"), and build + fit stays under half an hour
-# on 2 CPU cores. With pretrained weights the coarse phase trains the head on a frozen
-# backbone: the transfer recipe's 10 (more only overfits the head before fine-tuning).
+# on val in every fit seed (README, "Model quality"), and build + fit stays inside an hour on
+# 2 CPU cores. With pretrained weights the coarse phase trains the head on a frozen backbone:
+# the original project's transfer recipe gave it 10 before fine-tuning the top.
 COARSE_EPOCHS_SCRATCH = 80
 COARSE_EPOCHS_PRETRAINED = 10
 
