@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# What importing frozenaug.trainer sets, set before any test module imports TensorFlow itself:
+# fits run in this process and fits run as console scripts must use the same kernels, or
+# their losses differ in the last bits (test_crash compares them exactly).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
