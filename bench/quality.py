@@ -87,11 +87,13 @@ LEVERS = ("heavy-geo", "heavy-compound")  # bench/policies/*.yaml
 
 def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
          k_epochs: int = 8, k_values: tuple[int, ...] = (1, 2, 4, 8),
-         main_policy: str = "heavy", main_model: str = "small_resnet") -> dict[str, dict]:
+         main_policy: str = "heavy", main_model: str = "small_resnet",
+         main_drop: str = "") -> dict[str, dict]:
     """name -> build flags, fit flags, what to score, group; in the order they run. ``fine``:
     the row ends with ``finish`` epochs on its build's finishing build (none when 0).
     ``main_policy``: the main row's policy, a preset or a bench/policies/ name (a lever at the
-    recipe's full length); ``main_model``: its model."""
+    recipe's full length); ``main_model``: its model; ``main_drop``: a family (or "mix") its
+    build and finishing build leave out, a leave-one-out row at the recipe's length."""
     fit_row = ["--epochs-coarse", str(row_epochs)]
     k = str(row_k)
     finishing = bool(finish)  # on the build's own finishing build (build --finish light:3)
@@ -99,9 +101,10 @@ def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
     named = ROOT / "bench" / "policies" / f"{main_policy}.yaml"
     policy = str(named) if named.is_file() else main_policy
     model = "" if main_model == "small_resnet" else f", {main_model}"  # older rows' names
+    drop = ["--drop-family", main_drop] if main_drop else []
     r: dict[str, dict] = {
-        f"{main_policy} K=10{then}{model}": dict(
-            group="main", build=["--policy", policy, "--epochs", "10"],
+        f"{main_policy} K=10{then}{model}{f' without {main_drop}' if main_drop else ''}": dict(
+            group="main", build=["--policy", policy, "--epochs", "10", *drop],
             fit=["--epochs-coarse", str(epochs), "--model", main_model], fine=finishing,
             extra=True),
         # the baseline of every other row: same epochs, same K
@@ -241,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the main row's policy: a preset, or a lever of bench/policies/ "
                          f"({', '.join(LEVERS)}) at the recipe's length")
     ap.add_argument("--main-model", default="small_resnet", help="the main row's model")
+    ap.add_argument("--main-drop-family", default="", choices=["", *FAMILIES, "mix"],
+                    help="a family (or mix, the MixUp/CutMix stage) the main row's builds leave "
+                         "out: leave one out at the recipe's length")
     ap.add_argument("--row-epochs", type=int, default=8, help="epochs of the other rows")
     ap.add_argument("--row-k", type=int, default=4, help="frozen epochs K of the other rows")
     ap.add_argument("--finish", type=int, default=3,
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     every = rows(args.epochs, args.row_epochs, args.row_k, args.finish, args.k_epochs,
                  tuple(int(k) for k in args.k_values.split(",")), args.main_policy,
-                 args.main_model)
+                 args.main_model, args.main_drop_family)
     for (name, row), seed in ((r, s) for r in every.items() for s in seeds):
         if row["group"] not in groups:
             continue
