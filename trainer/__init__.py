@@ -11,7 +11,7 @@ if __name__ != "frozenaug.trainer":
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns its oneDNN kernels on by itself only on some x86 CPUs; on the AMD EPYC
-# (AVX2) development VM they train small_resnet ~1.8x faster, deterministically for a seed
-# (bench/trainstep.py). Read when TensorFlow is imported: set it to 0 to compare.
+# TensorFlow turns its oneDNN kernels on by itself only on some x86 CPUs; on an AMD EPYC
+# (AVX2) VM they train an epoch of the recipe ~2.5x faster, deterministically for a seed
+# (README "Models", bench/trainstep.py). Read when TensorFlow is imported: 0 to compare.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
