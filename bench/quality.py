@@ -38,7 +38,7 @@ other row builds none (``--finish none``) and has no finishing phase:
 * ``lofo``: one row per family, otherwise as ``base``;
 * ``policy``: none (K=1) and light beside base's heavy;
 * ``k``: heavy with K=1 beside base's K;
-* ``mix``: heavy without its frozen MixUp/CutMix stage, mixed anew each epoch (``--mix fresh``);
+* ``mix``: heavy (no frozen MixUp/CutMix) with MixUp/CutMix drawn anew each epoch (``--mix fresh``);
 * ``kstudy``: heavy with K in ``--k-values`` (default 1, 2, 4, 8) at ``--k-epochs`` (8)
   training epochs, no finishing phase: how quality depends on K at a fixed training budget
   (K above the epochs is the same as K = epochs: no more frozen epochs are ever read);
@@ -123,7 +123,7 @@ def rows(epochs: int, row_epochs: int, row_k: int, finish: int,
                              fit=fit_row),
         "heavy K=1": dict(group="k", build=["--policy", "heavy", "--epochs", "1"], fit=fit_row),
         f"heavy K={k}, MixUp/CutMix fresh": dict(
-            group="mix", build=["--policy", "heavy", "--drop-family", "mix", "--epochs", k],
+            group="mix", build=["--policy", "heavy", "--epochs", k],
             fit=[*fit_row, "--mix", "fresh"]),
         f"heavy lazy (K={row_epochs})": dict(
             group="lazy", build=["--policy", "heavy", "--epochs", str(row_epochs)], fit=fit_row,

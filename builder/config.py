@@ -62,7 +62,7 @@ def _droppable() -> tuple[str, ...]:
 
 # What finish "auto" gives: the recipe's finishing build after the heavy preset (README,
 # "Heavy, then light": 3 epochs of light after heavy gave back the clean accuracy heavy costs).
-AUTO_FINISH = {"heavy": "light:3"}
+AUTO_FINISH = {"heavy": "light:3", "heavy-mix": "light:3"}
 NO_FINISH = "none"
 
 

@@ -72,6 +72,15 @@ def test_jobs_do_not_change_bytes(tiny, tmp_path):
                 assert fmt.DS_SOFT_LABELS not in f
 
 
+def test_jobs_do_not_change_frozen_mixes(tiny, tmp_path):
+    # heavy-mix: MixUp/CutMix draw partners within a shard, seeded by (seed, epoch, shard)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert build(tiny, a, "--jobs", "1", "--policy", "heavy-mix", "--finish", "none") == 0
+    assert build(tiny, b, "--jobs", "2", "--policy", "heavy-mix", "--finish", "none") == 0
+    assert shard_bytes(a) == shard_bytes(b)
+    assert any(s.soft_labels for s in fmt.load_manifest(a).shards_of("train"))
+
+
 def test_up_to_date_refusal_and_overwrite(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert build(tiny, out, "--jobs", "1", "--policy", "light") == 0

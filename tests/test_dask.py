@@ -18,8 +18,10 @@ from frozenaug.builder.cli import main
 
 distributed = pytest.importorskip("distributed")
 
-# 40 images of 32x32 in 2 classes; K=2 epochs of 8-image shards (the heavy policy mixes).
-BASE = ["--size", "32", "--epochs", "2", "--shard-size", "8", "--seed", "5"]
+# 40 images of 32x32 in 2 classes; K=2 epochs of 8-image shards; heavy-mix: the batch stage
+# runs on the cluster too.
+BASE = ["--size", "32", "--epochs", "2", "--shard-size", "8", "--seed", "5",
+        "--policy", "heavy-mix"]
 
 
 @pytest.fixture

@@ -168,7 +168,7 @@ def test_class_weights_come_from_the_split_not_the_mixed_shards(tmp_path):
     np.savez(npz, images=make_images(len(labels), 24, 24, seed=3), labels=labels)
     out = tmp_path / "b"
     assert build_main(["build", str(npz), "--out", str(out), "--epochs", "1", "--policy",
-                       "heavy", "--no-clean", "--seed", "1"]) == 0
+                       "heavy-mix", "--no-clean", "--seed", "1"]) == 0
     m = fmt.load_manifest(out)
     counts = m.split_counts("train")
     assert sum(counts) == sum(m.class_counts("train"))

@@ -89,8 +89,9 @@ def test_import_contract_holds_and_catches_a_trainer_importing_the_builder(
 
 
 # Written by the code before the frozenaug namespace (commit aa34a54), OpenCV 5.1.0, numpy
-# 2.2.6, albumentations 2.0.8, h5py 3.14.0: the preset's hash and the sha256 of every shard of
-# the build in _old_build_command, in manifest order, hashed together.
+# 2.2.6, albumentations 2.0.8, h5py 3.14.0: the heavy preset's hash (the mixing heavy preset,
+# heavy-mix since 2026-12-07) and the sha256 of every shard of the build in
+# the test below, in manifest order, hashed together.
 HEAVY_POLICY_HASH = "a30680404ea8b95388924898261f864a9ceece529cb5c021e0103d2c799b8b4b"
 OLD_SHARDS_SHA = "e43d1313de5ec49e638d559c6d0677d81f6363fe2179fd757e6d922146fef848"
 OLD_VERSIONS = {"cv2": "5.1.0", "numpy": "2.2.6", "albumentations": "2.0.8"}
@@ -99,11 +100,16 @@ OLD_VERSIONS = {"cv2": "5.1.0", "numpy": "2.2.6", "albumentations": "2.0.8"}
 def test_policy_files_naming_builder_ops_load_with_their_old_hash(tmp_path: Path) -> None:
     from frozenaug.builder.augment.policy import load_policy
 
-    text = (ROOT / "policies" / "heavy.yaml").read_text()
-    assert "builder.ops.RandAugment" in text and "frozenaug.builder" not in text
-    (tmp_path / "mine.yaml").write_text(text)
+    (tmp_path / "mine.yaml").write_text(_old_heavy_file())
+    assert "builder.ops.RandAugment" in _old_heavy_file()
+    assert "frozenaug.builder" not in _old_heavy_file()
     assert load_policy(str(tmp_path / "mine.yaml")).hash == HEAVY_POLICY_HASH
-    assert load_policy("heavy").hash == HEAVY_POLICY_HASH
+
+
+def _old_heavy_file() -> str:
+    # The heavy preset had the mix stage until 2026-12-07; it is heavy-mix now, by that name.
+    text = (ROOT / "policies" / "heavy-mix.yaml").read_text()
+    return text.replace("'heavy-mix'", "'heavy'").replace("name: heavy-mix\n", "name: heavy\n")
 
 
 @pytest.mark.slow
@@ -119,8 +125,9 @@ def test_a_build_written_before_the_namespace_is_reproduced_byte_for_byte(
     rng = np.random.default_rng(7)
     np.savez(tmp_path / "in.npz", images=rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8),
              labels=np.arange(30) % 3)
+    (tmp_path / "heavy.yaml").write_text(_old_heavy_file())
     p = subprocess.run([str(Path(sys.executable).parent / "frozenaug-build"), "build", "in.npz",
-                        "--out", "b", "--size", "16", "--epochs", "2", "--policy", "heavy",
+                        "--out", "b", "--size", "16", "--epochs", "2", "--policy", "heavy.yaml",
                         "--seed", "3", "--jobs", "2", "--shard-size", "8"], cwd=tmp_path,
                        capture_output=True, text=True, env=ENV)
     assert p.returncode == 0, p.stderr

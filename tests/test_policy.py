@@ -53,8 +53,13 @@ def test_preset_files_match_code(name):
 
 
 def test_presets_differ_and_behave(images):
-    assert len({P.preset(n).hash for n in P.PRESETS}) == 3
-    assert P.preset("heavy").mix == MixConfig() and P.preset("light").mix is None
+    assert len({P.preset(n).hash for n in P.PRESETS}) == len(P.PRESETS)
+    assert P.preset("heavy-mix").mix == MixConfig() and P.preset("light").mix is None
+    assert P.preset("heavy").mix is None  # the recipe's default froze no MixUp/CutMix
+    # heavy-mix is heavy plus the batch stage: the same per-sample views
+    seeds = [S.sample_seed(0, 0, i) for i in range(len(images))]
+    assert np.array_equal(Augmenter(P.preset("heavy")).augment_batch(images, seeds),
+                          Augmenter(P.preset("heavy-mix")).augment_batch(images, seeds))
     none = Augmenter(P.preset("none")).augment_batch(images, range(len(images)))
     assert np.array_equal(none, images)
     heavy = Augmenter(P.preset("heavy"))
@@ -109,6 +114,8 @@ def test_mix_stage(images):
     imgs, soft = Augmenter(P.preset("light")).mix(images, labels, 3, seed=0)
     assert soft is None and imgs is images
     imgs, soft = Augmenter(P.preset("heavy")).mix(images, labels, 3, seed=0)
+    assert soft is None and imgs is images
+    imgs, soft = Augmenter(P.preset("heavy-mix")).mix(images, labels, 3, seed=0)
     assert soft.shape == (len(images), 3) and np.allclose(soft.sum(1), 1)
 
 
@@ -191,18 +198,18 @@ def test_heavy_covers_every_family_and_light_some():
 
 @pytest.mark.parametrize("family", P.FAMILY_NAMES)
 def test_without_family_removes_exactly_that_family(tmp_path, images, family):
-    heavy = P.preset("heavy")
+    heavy = P.preset("heavy-mix")
     pol = P.without_family(heavy, family)
-    assert pol.name == f"heavy-no-{family}" and pol.mix == heavy.mix
+    assert pol.name == f"heavy-mix-no-{family}" and pol.mix == heavy.mix
     assert P.policy_families(pol) == set(P.FAMILY_NAMES) - {family}
-    assert pol.hash != heavy.hash and P.preset("heavy").hash == heavy.hash  # a copy
+    assert pol.hash != heavy.hash and P.preset("heavy-mix").hash == heavy.hash  # a copy
     # a valid policy file: saved, loaded and applied like any other
     P.save_policy(pol, tmp_path / "p.yaml")
     back = P.load_policy(str(tmp_path / "p.yaml"))
     assert back.hash == pol.hash
     out = Augmenter(back).augment_batch(images, range(len(images)))
     assert out.shape == images.shape
-    assert P.load_policy("heavy", drop_family=family).hash == pol.hash
+    assert P.load_policy("heavy-mix", drop_family=family).hash == pol.hash
 
 
 def _classes(node: dict) -> list[str]:

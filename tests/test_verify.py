@@ -15,7 +15,7 @@ from frozenaug.common.errors import InputError
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
-    """(input npz, a finished build of it): 45 images 32x32, 3 classes, K=2, heavy (mixing)."""
+    """(input npz, a finished build of it): 45 images 32x32, 3 classes, K=2, heavy (the default)."""
     root = tmp_path_factory.mktemp("built")
     rng = np.random.default_rng(1)
     inp = root / "in.npz"
