@@ -15,7 +15,7 @@ from frozenaug.common.errors import InputError
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
-    """(input npz, a finished build of it): 45 images 32x32, 3 classes, K=2, heavy (the default)."""
+    """(input npz, a finished build of it): 45 images 32x32, 3 classes, K=2, heavy-mix (mixes)."""
     root = tmp_path_factory.mktemp("built")
     rng = np.random.default_rng(1)
     inp = root / "in.npz"
@@ -23,7 +23,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
              labels=(np.arange(45) % 3).astype(np.uint8).reshape(-1, 1))
     out = root / "build"
     assert main(["build", str(inp), "--out", str(out), "--size", "32", "--epochs", "2",
-                 "--shard-size", "12", "--jobs", "1"]) == 0
+                 "--shard-size", "12", "--jobs", "1", "--policy", "heavy-mix"]) == 0
     return inp, out
 
 
