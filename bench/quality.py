@@ -1,7 +1,7 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
     python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 80]
-                            [--main-policy heavy|heavy-geo|heavy-compound]
+                            [--main-policy heavy|heavy-mix|heavy-geo|heavy-compound]
                             [--main-model small_resnet|small_resnet_wide]
                             [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
                             [--variants tta,adapt-bn,tta+adapt-bn] [--seeds 0,1,2]

@@ -120,7 +120,7 @@ class BuildConfig:
     split: tuple[float, float, float] = field_of(SPLIT)
     seed: int = option(0, "random seed", lo=0, hi=2**63 - 1)
     epochs: int = option(10, "frozen epochs K", lo=1, hi=10_000)
-    policy: str = option("heavy", "a preset (none, light, heavy) or a policy file")
+    policy: str = option("heavy", "a preset (none, light, heavy, heavy-mix) or a policy file")
     drop_family: str | None = option(
         None, "leave one distortion family out of the policy (geometric, blur, compression, "
         "colour, noise, occlusion): train on it, then evaluate --distort shows how the model "
