@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             fit_flags += ["--epochs-fine", str(args.finish), "--fine-lr", str(args.fine_lr)]
         elif "--finish" not in build_flags:
             build_flags += ["--finish", "none"]
-        if "build_s" not in t:  # a build another seed made is up to date: seconds to check
+        if "build_s" not in t:  # a build another seed made is up to date (even while a
+            # fit of that seed reads it, in another process): seconds to check
             t["build_s"] = run_cli([str(BIN / "frozenaug-build"), "build", str(npz), "--out",
                                     str(build), "--seed", "0", "--jobs", str(args.jobs),
                                     "--overwrite", *build_flags], log)

@@ -211,12 +211,16 @@ def test_second_fit_of_a_run_is_refused(world, how):
 
 def test_build_overwrite_refused_while_a_fit_reads_it(world):
     before = (world / "build" / "manifest.json").read_bytes()
+    same = ["build", "data.npz", "--out", "build", "--size", 16, "--epochs", 1, "--policy",
+            "none", "--jobs", 1, "--no-clean", "--overwrite"]
     holder = _holder(world / "build", shared=True)  # a fit's hold on its build
     try:
-        p = run("frozenaug-build", "build", "data.npz", "--out", "build", "--size", 16,
-                "--epochs", 1, "--policy", "none", "--jobs", 1, "--no-clean", "--seed", 9,
-                "--overwrite", cwd=world)
+        p = run("frozenaug-build", *same, "--seed", 9, cwd=world)
         one_line(p, "frozenaug-build", "build: a running fit, evaluate or predict reads")
+        # The build's own command (a script that builds before each of several fits) finds
+        # it up to date beside the reader, writing nothing.
+        p = run("frozenaug-build", *same, cwd=world)
+        assert p.returncode == 0 and "build: up to date" in p.stdout, p.stderr
     finally:
         holder.kill()
         holder.wait()

@@ -43,7 +43,7 @@ from frozenaug.common.atomic import write_bytes
 from frozenaug.common.disk import check_free_space
 from frozenaug.common.errors import InputError
 from frozenaug.common.libversions import library_versions
-from frozenaug.common.lock import build_lock
+from frozenaug.common.lock import build_lock, read_lock
 from frozenaug.common.seeds import batch_seed, sample_seed
 from frozenaug.common.version import VERSION
 from frozenaug.data.intake import fingerprint, load_dataset
@@ -137,6 +137,13 @@ def run_build(cfg: BuildConfig, *, clean: Given | None = None) -> BuildResult:
         )
         preflight(ds, policy, cfg)
         key = build_key(cfg, fingerprint(ds), policy.hash, VERSION)
+        if (bdir.root / fmt.MANIFEST_NAME).is_file():
+            # Up to date writes nothing, so a shared lock may say so while fits read the build:
+            # the same build command before each of several concurrent fits is not refused.
+            with read_lock(bdir.root):
+                if bdir.is_current(key):
+                    return BuildResult(status=UP_TO_DATE,
+                                       wall_seconds=time.perf_counter() - t0)
         with build_lock(bdir.root):  # one build per folder; the kernel drops it if killed
             inputs = (cfg.input, *(p for p in (cfg.policy, finish_policy and finish_policy.source)
                                    if p and Path(p).is_file()))

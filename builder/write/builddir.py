@@ -129,6 +129,19 @@ class BuildDir:
     def done_path(self, relpath: str) -> Path:
         return self.work / "done" / (relpath.replace("/", "__") + ".json")
 
+    def _complete(self, raw: dict) -> bool:
+        """Every shard a manifest lists is there, and its finishing build if it names one."""
+        finish = raw.get("finish")
+        return all((self.root / s["path"]).is_file() for s in raw["shards"]) and (
+            not isinstance(finish, dict) or _finish_intact(self.root, finish))
+
+    def is_current(self, key: dict) -> bool:
+        """True when the folder holds the build of ``key``, complete and with nothing left over
+        to clear. Reads only, so a reader's shared lock is enough to ask."""
+        raw = _read_json(self.root / fmt.MANIFEST_NAME)
+        return (_manifest_key(raw) == key and not self.work.exists()
+                and isinstance(raw.get("shards"), list) and self._complete(raw))
+
     def prepare(self, key: dict, *, overwrite: bool, inputs: tuple = (),
                 versions: dict | None = None) -> str:
         """Decide between ``UP_TO_DATE``, ``RESUME`` and ``FRESH`` (clearing a replaced build).
@@ -149,9 +162,7 @@ class BuildDir:
         if manifest.is_file():
             raw = _read_json(manifest)
             if _manifest_key(raw) == key:
-                finish = raw.get("finish")
-                if all((out / s["path"]).is_file() for s in raw["shards"]) and (
-                        not isinstance(finish, dict) or _finish_intact(out, finish)):
+                if self._complete(raw):
                     shutil.rmtree(self.work, ignore_errors=True)
                     return UP_TO_DATE  # nothing is written: no mix of versions
                 if _versions_allow_resume(raw.get("library_versions"), versions, manifest,
