@@ -1,6 +1,6 @@
 """What frozen augmentation buys: accuracy, clean and under distortions nobody trained for.
 
-    python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 80]
+    python bench/quality.py [--rows main,base,lofo,policy,k,mix,lazy] [--epochs 120]
                             [--main-policy heavy|heavy-mix|heavy-geo|heavy-compound]
                             [--main-model small_resnet|small_resnet_wide]
                             [--row-epochs 8] [--row-k 4] [--finish 3] [--fine-lr auto]
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(SHARED), help="folder of the shared blood-cell set")
     ap.add_argument("--out", default=str(ROOT / "out" / "quality"))
     ap.add_argument("--rows", default="main,base,lofo,policy,k,mix,lazy")
-    ap.add_argument("--epochs", type=int, default=80, help="epochs of the main row")
+    ap.add_argument("--epochs", type=int, default=120, help="epochs of the main row")
     ap.add_argument("--main-policy", default="heavy",
                     help="the main row's policy: a preset, or a lever of bench/policies/ "
                          f"({', '.join(LEVERS)}) at the recipe's length")

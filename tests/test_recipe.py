@@ -129,10 +129,10 @@ def test_recipe_auto_values(recipe_build, tmp_path):
         return c.epochs_coarse, c.fine_build, c.epochs_fine
 
     finish = str(recipe_build / fmt.FINISH_DIR)
-    assert resolved() == (80, finish, 3)
-    assert resolved(epochs_fine=0) == (80, "", 0)  # no finishing phase asked for
+    assert resolved() == (120, finish, 3)
+    assert resolved(epochs_fine=0) == (120, "", 0)  # no finishing phase asked for
     assert resolved(epochs_fine=5, epochs_coarse=7) == (7, finish, 5)
-    assert resolved(fine_build="none") == (80, "", 0)
+    assert resolved(fine_build="none") == (120, "", 0)
     # pretrained: the transfer recipe's 10 epochs of the head, fine-tuned on the build itself
     assert resolved(weights="w.weights.h5", model="efficientnetv2b0") == (10, "", 0)
     assert resolved(weights="w.weights.h5", model="efficientnetv2b0",
