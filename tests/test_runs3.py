@@ -218,9 +218,14 @@ def test_build_overwrite_refused_while_a_fit_reads_it(world):
         p = run("frozenaug-build", *same, "--seed", 9, cwd=world)
         one_line(p, "frozenaug-build", "build: a running fit, evaluate or predict reads")
         # The build's own command (a script that builds before each of several fits) finds
-        # it up to date beside the reader, writing nothing.
+        # it up to date beside the reader, writing nothing, and clears the .work a build
+        # killed after writing its manifest left behind.
+        work = world / "build" / ".work"
+        (work / "done").mkdir(parents=True)
+        (work / "plan.json").write_text("{}")
         p = run("frozenaug-build", *same, cwd=world)
         assert p.returncode == 0 and "build: up to date" in p.stdout, p.stderr
+        assert not work.exists()
     finally:
         holder.kill()
         holder.wait()

@@ -142,6 +142,7 @@ def run_build(cfg: BuildConfig, *, clean: Given | None = None) -> BuildResult:
             # the same build command before each of several concurrent fits is not refused.
             with read_lock(bdir.root):
                 if bdir.is_current(key):
+                    bdir.clear_work()  # what a build killed after its manifest left
                     return BuildResult(status=UP_TO_DATE,
                                        wall_seconds=time.perf_counter() - t0)
         with build_lock(bdir.root):  # one build per folder; the kernel drops it if killed

@@ -136,11 +136,17 @@ class BuildDir:
             not isinstance(finish, dict) or _finish_intact(self.root, finish))
 
     def is_current(self, key: dict) -> bool:
-        """True when the folder holds the build of ``key``, complete and with nothing left over
-        to clear. Reads only, so a reader's shared lock is enough to ask."""
+        """True when the folder holds the build of ``key``, complete. Reads only, so a reader's
+        shared lock is enough to ask."""
         raw = _read_json(self.root / fmt.MANIFEST_NAME)
-        return (_manifest_key(raw) == key and not self.work.exists()
-                and isinstance(raw.get("shards"), list) and self._complete(raw))
+        return (_manifest_key(raw) == key and isinstance(raw.get("shards"), list)
+                and self._complete(raw))
+
+    def clear_work(self) -> None:
+        """Remove ``.work``, left behind by a build killed between writing its complete manifest
+        and removing it. Safe under a reader's shared lock: only a build holding the exclusive
+        one uses ``.work``, and a complete manifest is written after its last use."""
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def prepare(self, key: dict, *, overwrite: bool, inputs: tuple = (),
                 versions: dict | None = None) -> str:
@@ -163,7 +169,7 @@ class BuildDir:
             raw = _read_json(manifest)
             if _manifest_key(raw) == key:
                 if self._complete(raw):
-                    shutil.rmtree(self.work, ignore_errors=True)
+                    self.clear_work()
                     return UP_TO_DATE  # nothing is written: no mix of versions
                 if _versions_allow_resume(raw.get("library_versions"), versions, manifest,
                                           overwrite):
