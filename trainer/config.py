@@ -90,9 +90,9 @@ _epochs_or_auto = _int_or("auto")
 
 # What epochs_coarse "auto" gives. From scratch, 120: on the blood cells 80 heavy epochs beat 40
 # on val in every fit seed, and 120 beat 80 on val compound in every fit seed (README, "Model
-# quality"); build + fit took 44 min on 2 quiet CPU cores (near 60 on a slow day). With pretrained weights
-# the coarse phase trains the head on a frozen backbone: the original project's transfer recipe
-# gave it 10 before fine-tuning the top.
+# quality"); build + fit took 44 min on 2 quiet CPU cores (near 60 on a slow day). With
+# pretrained weights the coarse phase trains the head on a frozen backbone: the original
+# project's transfer recipe gave it 10 before fine-tuning the top.
 COARSE_EPOCHS_SCRATCH = 120
 COARSE_EPOCHS_PRETRAINED = 10
 
